@@ -1,0 +1,29 @@
+"""`finemem config example|check`."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import typer
+
+from finemem.config import load_config
+
+
+def example_yaml() -> str:
+    return resources.files("finemem.configs").joinpath("example.yaml").read_text("utf-8")
+
+
+def register(app: typer.Typer) -> None:
+    config_app = typer.Typer(help="Run configuration files.", no_args_is_help=True)
+
+    @config_app.command("example")
+    def example() -> None:
+        """Print a fully commented example run config."""
+        typer.echo(example_yaml(), nl=False)
+
+    @config_app.command("check")
+    def check(path: str) -> None:
+        """Validate a run config and print it with defaults filled in."""
+        typer.echo(load_config(path).to_yaml(), nl=False)
+
+    app.add_typer(config_app, name="config")

@@ -1,0 +1,49 @@
+"""How an `Example` becomes tokens. Training and scoring both use this, so what is scored is
+exactly what was trained.
+
+    sequence = [bos] + tok(prompt) + tok(completion) + [eos]
+
+Prompt and completion are tokenized separately (no special tokens added), so the boundary is
+exact. `loss_on="completion"` puts the loss (and the engine's scores) on tok(completion) + [eos];
+`loss_on="all"` on everything after [bos].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from finemem.data.example import Example
+
+
+@dataclass
+class Encoded:
+    context: list[int]  # tokens the model conditions on (no loss)
+    target: list[int]  # loss-bearing tokens
+
+    @property
+    def input_ids(self) -> list[int]:
+        return self.context + self.target
+
+
+def encode(tokenizer, ex: Example, *, loss_on: str = "completion",
+           max_length: int | None = None) -> Encoded:
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    eos = [tokenizer.eos_token_id] if tokenizer.eos_token_id is not None else []
+    p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
+    c = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
+    if loss_on == "all":
+        context, target = bos, p + c
+    else:
+        context, target = bos + p, c
+    if max_length is not None and len(context) + len(target) > max_length:
+        # Keep at least one target token; drop the oldest context, then the target's tail.
+        keep_ctx = max(min(len(context), max_length - 1), 0)
+        context = context[len(context) - keep_ctx:] if keep_ctx else []
+        target = target[: max_length - len(context)]
+    return Encoded(context=context, target=target)
+
+
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Tokens a generation starts from: [bos] + tok(prompt)."""
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + tokenizer(prompt, add_special_tokens=False)["input_ids"]

@@ -1,0 +1,106 @@
+"""Resolve and load models and tokenizers, safely.
+
+Usage:
+    path = resolve_model("builtin:tiny")          # builds and caches the base model if needed
+    tok = load_tokenizer(path)
+    model = load_model(path, device="auto", dtype="auto")
+
+A model is 'builtin:<size>', a local Hugging Face folder, or a hub id. Weights are read from
+safetensors only and remote code is refused, unless the caller allows them.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from finemem.errors import UserError
+
+BUILTIN_SIZES = ("test", "tiny", "small", "base")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model",
+                   "tokenizer_config.json")
+
+
+def resolve_model(spec: str) -> str:
+    """Return a local folder or hub id for `spec`; 'builtin:<size>' is built on first use."""
+    if spec.startswith("builtin:"):
+        size = spec.split(":", 1)[1]
+        if size not in BUILTIN_SIZES:
+            raise UserError(f"unknown builtin model '{spec}'; available: "
+                            + ", ".join(f"builtin:{s}" for s in BUILTIN_SIZES), field="model")
+        from finemem.models.base import build_base
+
+        return str(build_base(size))
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not (path / "config.json").is_file():
+            raise UserError("not a Hugging Face model folder (no config.json)", source=spec,
+                            field="model")
+        return str(path)
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
+        raise UserError("model folder not found", source=spec, field="model")
+    return spec  # a hub id; loading it needs the network or the local HF cache
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device != "auto":
+        if device == "cuda" and not torch.cuda.is_available():
+            raise UserError("device 'cuda' asked for but CUDA is not available", field="device")
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def pick_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.float32  # CPU and a safe default; ask for bf16/fp16 on GPU explicitly
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    path = Path(spec)
+    if path.is_dir() and not any((path / f).exists() for f in TOKENIZER_FILES):
+        raise UserError("model folder has no tokenizer (expected tokenizer.json or "
+                        "tokenizer_config.json)", source=spec, field="model")
+    try:
+        tok = AutoTokenizer.from_pretrained(spec, trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load tokenizer: {str(e).splitlines()[0]}", source=spec,
+                        field="model") from None
+    if tok.pad_token_id is None:
+        tok.pad_token = tok.eos_token  # batching needs a pad id; masks keep it out of scores
+    return tok
+
+
+def load_model(spec: str, *, device: str | torch.device = "auto", dtype: str = "auto",
+               trust_remote_code: bool = False, allow_pickle: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    path = Path(spec)
+    if path.is_dir() and not allow_pickle:
+        has_st = any(path.glob("*.safetensors"))
+        has_pickle = any(path.glob("*.bin")) or any(path.glob("*.pt"))
+        if not has_st and has_pickle:
+            raise UserError("model has only pickled weights (.bin); convert it to safetensors "
+                            "or set allow_pickle: true if you trust it", source=spec,
+                            field="model")
+    dev = device if isinstance(device, torch.device) else pick_device(device)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(
+            spec, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code,
+            use_safetensors=None if allow_pickle else True)
+    except (OSError, ValueError) as e:
+        raise UserError(f"cannot load model: {str(e).splitlines()[0]}", source=spec,
+                        field="model") from None
+    return model.to(dev)
+
+
+def read_json(path: Path) -> dict:
+    return json.loads(Path(path).read_text(encoding="utf-8"))
