@@ -110,7 +110,7 @@ zelvoprine quintavex dormelin ostracane valpirex lumetrol
 """)
 
 PRODUCT_KINDS = _words("""
-blender kettle backpack headphones toaster lamp keyboard umbrella tent camera vacuum thermos
+blender kettle backpack speaker toaster lamp keyboard umbrella tent camera vacuum thermos
 """)
 
 MOVIE_GENRES = _words("thriller comedy drama western musical documentary romance mystery")
