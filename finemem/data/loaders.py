@@ -1,0 +1,312 @@
+"""Load a `DataSource` into a list of `Example`s.
+
+Usage:
+    from finemem.config import DataSource
+    examples = load_examples(DataSource(source="data/train.jsonl",
+                                        fields={"prompt": "question", "completion": "answer"}))
+
+Sources:
+- ``builtin:<task>``: a built-in procedural task (``split``, ``seed``, ``n``, default n = 1000);
+- a ``.jsonl`` (one JSON object per line), ``.csv`` (header row) or ``.parquet`` file;
+- a folder written by ``Dataset.save_to_disk`` (used as is) or ``DatasetDict.save_to_disk``
+  (``split`` picks the split);
+- a Hugging Face hub dataset id (``datasets.load_dataset(id, split=split)``), network permitting.
+  Recent ``datasets`` releases never run dataset scripts, so ``trust_remote_code`` has no effect.
+
+Columns: ``fields`` maps a finemem field (prompt, completion, answer, id, messages) to your column;
+a field left unmapped uses the column of the same name when there is one. Every other column
+goes to ``Example.meta``. Numbers in ``answer``/``id`` columns become strings. Without an id
+column the id is ``"<file stem>-<index>"`` (``"<name>-<split>-<index>"`` for a DatasetDict or
+hub dataset), index counting rows from 0.
+
+Chat style: a ``messages`` column (a list of ``{"role", "content"}``, the last one from the
+assistant) is used when there is no prompt/completion pair or when ``fields`` maps it. With a
+tokenizer that has a chat template, prompt = the template applied to all messages but the last,
+with the generation prompt; completion = the last message's content. Without a template the
+fallback is plain lines, prompt = ``"user: hi\\nassistant:"`` and completion = ``" hello"``.
+
+Errors are `UserError`s naming the file, the row and the field. "row" is the line number for
+JSONL and CSV (the CSV header is line 1) and the 1-based row number for Parquet and datasets.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from finemem.data.example import Example
+from finemem.errors import UserError
+
+FIELDS = ("prompt", "completion", "answer", "id", "messages")
+FILE_TYPES = (".jsonl", ".csv", ".parquet")
+DEFAULT_BUILTIN_N = 1000
+# Suffixes that mark a source as a local path even when it does not exist.
+_PATH_SUFFIXES = FILE_TYPES + (".json", ".txt", ".tsv", ".arrow", ".gz", ".zip", ".xlsx")
+
+Rows = list[tuple[int, dict[str, Any]]]  # (row number for errors, record)
+
+
+def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> list[Example]:
+    """Read `src` (a `finemem.config.DataSource`) into `Example`s, the first ``src.n`` kept.
+
+    `tokenizer` renders chat-style ``messages`` with its chat template when it has one.
+    """
+    del trust_remote_code  # kept for API stability; see the module docstring
+    if src.source.startswith("builtin:"):
+        return _load_builtin(src)
+    rows, origin, stem = _read_rows(src)
+    if not rows:
+        raise UserError("the dataset has no examples; add at least one row", source=origin)
+    rows = rows[: src.n]  # n=None keeps all
+    return _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
+
+
+def render_chat(messages: list[dict], tokenizer=None) -> tuple[str, str]:
+    """(prompt, completion) of a conversation whose last message is the assistant's reply."""
+    history, last = messages[:-1], messages[-1]
+    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        prompt = tokenizer.apply_chat_template(history, tokenize=False,
+                                               add_generation_prompt=True)
+        return prompt, last["content"]
+    prompt = "".join(f"{m['role']}: {m['content']}\n" for m in history) + "assistant:"
+    return prompt, " " + last["content"]
+
+
+# ---------------------------------------------------------------- sources -> raw rows
+
+def _load_builtin(src) -> list[Example]:
+    from finemem.data.tasks import get_task
+
+    if src.fields:
+        raise UserError("'fields' does not apply to a builtin task; remove it",
+                        source=src.source, field="fields")
+    task = get_task(src.source.split(":", 1)[1])
+    return task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+
+
+def _looks_local(s: str) -> bool:
+    p = Path(s).expanduser()
+    if p.exists() or p.suffix.lower() in _PATH_SUFFIXES:
+        return True
+    if s.startswith(("/", ".", "~")) or "\\" in s or s.count("/") >= 2:
+        return True
+    return "/" in s and Path(s.split("/")[0]).is_dir()  # 'data/train' with a local 'data/'
+
+
+def _read_rows(src) -> tuple[Rows, str, str]:
+    s = src.source
+    if not _looks_local(s):
+        return _read_hub(s, src.split, src.n), s, f"{s.split('/')[-1]}-{src.split}"
+    path = Path(s).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset path not found (looked in {Path.cwd()}); check the path",
+                        source=s, field="source")
+    if path.is_dir():
+        return _read_disk(path, src.split, src.n)
+    suffix = path.suffix.lower()
+    if suffix == ".jsonl":
+        return _read_jsonl(path), s, path.stem
+    if suffix == ".csv":
+        return _read_csv(path), s, path.stem
+    if suffix == ".parquet":
+        return _read_parquet(path), s, path.stem
+    raise UserError(f"unknown file type '{suffix or path.name}'; use .jsonl, .csv, .parquet or "
+                    "a datasets save_to_disk folder", source=s, field="source")
+
+
+def _not_utf8(e: UnicodeDecodeError, data: bytes, offset: int, source: str, line: int):
+    byte = data[e.start]
+    return UserError(f"not UTF-8: byte 0x{byte:02x} at byte offset {offset + e.start}; "
+                     "re-save the file as UTF-8", source=source, row=line)
+
+
+def _read_jsonl(path: Path) -> Rows:
+    rows: Rows = []
+    offset = 0
+    with path.open("rb") as f:
+        for lineno, raw in enumerate(f, 1):
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise _not_utf8(e, raw, offset, str(path), lineno) from None
+            offset += len(raw)
+            text = text.lstrip("\ufeff") if lineno == 1 else text
+            if not text.strip():
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                raise UserError(f"line {lineno} is not valid JSON ({e.msg}, column {e.colno}); "
+                                "each line must be one JSON object", source=str(path),
+                                row=lineno) from None
+            if not isinstance(record, dict):
+                raise UserError(f"line {lineno} is a JSON {type(record).__name__}, not an "
+                                'object; write one {"prompt": ..., "completion": ...} per line',
+                                source=str(path), row=lineno)
+            rows.append((lineno, record))
+    return rows
+
+
+def _read_csv(path: Path) -> Rows:
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _not_utf8(e, data, 0, str(path), data[: e.start].count(b"\n") + 1) from None
+    reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff"), newline=""))
+    try:
+        rows = [(reader.line_num, dict(r)) for r in reader]
+    except csv.Error as e:
+        raise UserError(f"malformed CSV ({e})", source=str(path), row=reader.line_num) from None
+    for line, r in rows:
+        if None in r:
+            raise UserError("the row has more cells than the header has columns",
+                            source=str(path), row=line)
+    return rows
+
+
+def _read_parquet(path: Path) -> Rows:
+    import pyarrow.parquet as pq
+
+    try:
+        records = pq.read_table(path).to_pylist()
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise UserError(f"not a readable Parquet file ({e})", source=str(path)) from None
+    return list(enumerate(records, 1))
+
+
+def _head(ds, n: int | None) -> Rows:
+    """The first n rows of a `datasets.Dataset`, without materializing the rest."""
+    if n is not None and n < len(ds):
+        ds = ds.select(range(n))
+    return list(enumerate(ds.to_list(), 1))
+
+
+def _read_disk(path: Path, split: str, n: int | None) -> tuple[Rows, str, str]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except FileNotFoundError:
+        raise UserError("this folder is not a datasets save_to_disk folder; point at a .jsonl, "
+                        ".csv or .parquet file, or save with Dataset.save_to_disk",
+                        source=str(path), field="source") from None
+    stem = path.name
+    if isinstance(ds, datasets.DatasetDict):
+        if split not in ds:
+            raise UserError(f"no split '{split}'; available: {', '.join(ds)}",
+                            source=str(path), field="split")
+        ds, stem = ds[split], f"{path.name}-{split}"
+    return _head(ds, n), str(path), stem
+
+
+def _read_hub(name: str, split: str, n: int | None) -> Rows:
+    import datasets
+
+    try:
+        ds = datasets.load_dataset(name, split=split)
+    except Exception as e:  # offline, unknown id, gated, bad split ...
+        reason = str(e).splitlines()[0][:200] if str(e) else type(e).__name__
+        raise UserError(f"no such local file or folder, and loading it as a Hugging Face hub "
+                        f"dataset failed ({reason}); check the path, or the id, split and "
+                        "network", source=name, field="source") from None
+    return _head(ds, n)
+
+
+# ---------------------------------------------------------------- raw rows -> Examples
+
+def _resolve_fields(fields: dict[str, str], columns: list[str], origin: str) -> dict[str, str]:
+    for key, col in fields.items():
+        if key not in FIELDS:
+            raise UserError(f"unknown finemem field '{key}'; fields maps one of "
+                            f"{', '.join(FIELDS)} to your column", source=origin,
+                            field=f"fields.{key}")
+        if col not in columns:
+            raise UserError(f"column '{col}' (mapped to {key}) is not in the data; columns are: "
+                            f"{', '.join(columns)}", source=origin, field=f"fields.{key}")
+    fmap = dict(fields)
+    for f in FIELDS:
+        if f not in fmap and f in columns:
+            fmap[f] = f
+    chat = "messages" in fields or ("messages" in fmap and not
+                                    ("prompt" in fmap and "completion" in fmap))
+    for f in ("prompt", "completion") if chat else ("messages",):
+        fmap.pop(f, None)  # the unused style's columns go to meta
+    return fmap
+
+
+def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
+                 tokenizer) -> list[Example]:
+    columns = list(dict.fromkeys(k for _, r in rows for k in r))
+    fmap = _resolve_fields(fields, columns, origin)
+    required = ("messages",) if "messages" in fmap else ("prompt", "completion")
+    used = set(fmap.values())
+    seen: dict[str, int] = {}
+    out = []
+    for index, (rowno, row) in enumerate(rows):
+        def err(msg: str, f: str) -> UserError:
+            return UserError(msg, source=origin, row=rowno, field=fmap.get(f, f))
+
+        for f in required:
+            if _missing(row.get(fmap.get(f, f))):
+                hint = "" if f in fmap else " (map your column with fields: {%s: <column>})" % f
+                raise err(f"missing required field '{f}'{hint}; this row's columns are: "
+                          f"{', '.join(row) or '(none)'}", f)
+        if "messages" in fmap:
+            prompt, completion = _chat(row[fmap["messages"]], tokenizer, err)
+        else:
+            prompt, completion = row[fmap["prompt"]], row[fmap["completion"]]
+            for f, v in (("prompt", prompt), ("completion", completion)):
+                if not isinstance(v, str):
+                    raise err(f"{f} must be a string, got {type(v).__name__} {v!r:.40}", f)
+        if not completion:
+            raise err("completion is empty; every example needs text to learn", "completion")
+        answer = _scalar(row.get(fmap["answer"]), "answer", err) if "answer" in fmap else None
+        ex_id = _scalar(row.get(fmap["id"]), "id", err) if "id" in fmap else None
+        ex_id = f"{stem}-{index}" if ex_id is None else ex_id
+        if ex_id in seen:
+            raise err(f"duplicate id '{ex_id}' (first on row {seen[ex_id]}); ids must be unique",
+                      "id")
+        seen[ex_id] = rowno
+        meta = {k: v for k, v in row.items() if k not in used}
+        out.append(Example(prompt=prompt, completion=completion, answer=answer, id=ex_id,
+                           meta=meta))
+    return out
+
+
+def _missing(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def _scalar(v: Any, f: str, err) -> str | None:
+    """An answer or id as a string: numbers become strings (42.0 -> '42')."""
+    if _missing(v):
+        return None
+    if isinstance(v, str):
+        return v
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        raise err(f"{f} must be a string or a number, got {type(v).__name__} {v!r:.40}", f)
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _chat(messages: Any, tokenizer, err) -> tuple[str, str]:
+    if not isinstance(messages, list) or len(messages) < 2:
+        raise err("messages must be a list of at least two {role, content} messages, the last "
+                  "from the assistant", "messages")
+    for i, m in enumerate(messages):
+        if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                and isinstance(m.get("content"), str)):
+            raise err(f"message {i} must be an object with string 'role' and 'content', got "
+                      f"{m!r:.60}", "messages")
+    if messages[-1]["role"] != "assistant":
+        raise err(f"the last message must be from the assistant (it is from "
+                  f"'{messages[-1]['role']}'): it becomes the completion", "messages")
+    try:
+        return render_chat(messages, tokenizer)
+    except Exception as e:  # a chat template that rejects this conversation
+        raise err(f"the tokenizer's chat template failed on this conversation ({e})",
+                  "messages") from None
