@@ -4,7 +4,7 @@ Usage:
     from finemem.data.tasks import get_task
     ex = get_task("translate").generate("train", n=3, seed=0)[0]
     ex.prompt        # e.g. "English: Yesterday, the old farmer carried a heavy basket to the market.\nVeltish:"
-    ex.completion    # " Ierva, lo remref-o dlu-i un tikseb-o yveih-i ke yrrec-ut lo tikrem-o ka."
+    ex.completion    # " Ierva, lo rimref-o dlu-i un tikseb-o yveih-i ke yrrec-ut lo tikrem-o ka."
 
 Stands in for WMT16 in paper 2 (output fully determined by the input: a task expected to
 memorize little). Veltish is fixed and seed-independent:
