@@ -1,0 +1,1 @@
+"""Analysis of finished runs: stage labels, checkpoint recommendation, checkpoint merging."""
