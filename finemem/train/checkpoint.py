@@ -1,0 +1,239 @@
+"""Checkpoints and resume state of a run, in safetensors and JSON only (no pickle anywhere).
+
+Usage:
+    info = save_checkpoint(model, run_dir / "checkpoints", step=120, epoch=2.0, kind="lora",
+                           base_model=path)              # -> {"name", "path", "content_hash"}
+    load_checkpoint_weights(model, info["path"], "lora")
+
+Layout (pinned; the engine and audits read it):
+    checkpoints/step-000120/   written as checkpoints/.tmp-step-000120, then renamed, so a folder
+                               that exists is complete. finemem_ckpt.json holds {step, epoch,
+                               kind, base_model, content_hash}.
+      full: model.safetensors (+ config.json, generation_config.json)
+      lora: adapter_model.safetensors + adapter_config.json
+      head: head.safetensors holding only "lm_head.weight"
+    state/                     resume state of the latest checkpoint: optimizer.safetensors,
+                               rng.safetensors, trainer_state.json (written last).
+
+Crash safety: the new state is written to state.tmp/ before its checkpoint is renamed into
+place, and swapped into state/ after. `recover_state` finishes or discards a swap that a crash
+interrupted, so state/ always belongs to a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+CKPT_META = "finemem_ckpt.json"
+HEAD_KEY = "lm_head.weight"
+WEIGHT_FILES = {"full": None, "lora": "adapter_model.safetensors", "head": "head.safetensors"}
+
+
+def checkpoint_name(step: int) -> str:
+    return f"step-{step:06d}"
+
+
+def weight_files(path: Path) -> list[Path]:
+    """The safetensors weight files of a checkpoint folder, in a fixed order."""
+    return sorted(Path(path).glob("*.safetensors"))
+
+
+def content_hash(files: list[Path]) -> str:
+    """sha256 over the bytes of `files`, in order (identifies a checkpoint's weights)."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def list_checkpoints(ckpt_root: Path) -> list[dict]:
+    """Complete checkpoints under `ckpt_root`, by step: [{"name", "path", **finemem_ckpt.json}]."""
+    out = []
+    for d in sorted(Path(ckpt_root).glob("step-*")):
+        meta = d / CKPT_META
+        if d.is_dir() and meta.is_file():
+            out.append({"name": d.name, "path": str(d), **json.loads(meta.read_text("utf-8"))})
+    return sorted(out, key=lambda c: c["step"])
+
+
+def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: str,
+                    base_model: str) -> dict:
+    """Write one checkpoint atomically (temp folder + rename). `model` is unwrapped."""
+    ckpt_root = Path(ckpt_root)
+    name = checkpoint_name(step)
+    final, tmp = ckpt_root / name, ckpt_root / f".tmp-{name}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    if kind == "full":
+        model.save_pretrained(tmp)
+    elif kind == "lora":
+        model.save_pretrained(tmp)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's model card: not part of the adapter
+    elif kind == "head":
+        w = model.get_output_embeddings().weight.detach()
+        save_file({HEAD_KEY: w.contiguous().cpu()}, str(tmp / "head.safetensors"))
+    else:
+        raise ValueError(f"unknown checkpoint kind '{kind}'")
+    chash = content_hash(weight_files(tmp))
+    meta = {"step": step, "epoch": epoch, "kind": kind, "base_model": base_model,
+            "content_hash": chash}
+    write_json_atomic(tmp / CKPT_META, meta)
+    if final.exists():  # a replay after a crash re-creates the same checkpoint
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    return {"name": name, "path": str(final), "content_hash": chash}
+
+
+def load_checkpoint_weights(model, path: str | Path, kind: str) -> None:
+    """Load a checkpoint's weights into `model`, built the same way as when it was saved
+    (for lora: the peft-wrapped model; for head: the untied model)."""
+    path = Path(path)
+    if kind == "full":
+        sd = {}
+        for f in weight_files(path):
+            sd.update(load_file(str(f)))
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+        tied = set(getattr(model, "_tied_weights_keys", None) or ())
+        missing = [k for k in missing if k not in tied]
+        if missing or unexpected:
+            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:5]}"
+                               f", unexpected {list(unexpected)[:5]}")
+    elif kind == "lora":
+        from peft import set_peft_model_state_dict
+
+        res = set_peft_model_state_dict(model, load_file(str(path / WEIGHT_FILES["lora"])))
+        if getattr(res, "unexpected_keys", None):
+            raise RuntimeError(f"adapter {path} does not match the model: "
+                               f"{res.unexpected_keys[:5]}")
+    elif kind == "head":
+        w = load_file(str(path / WEIGHT_FILES["head"]))[HEAD_KEY]
+        with torch.no_grad():
+            model.get_output_embeddings().weight.copy_(w)
+    else:
+        raise ValueError(f"unknown checkpoint kind '{kind}'")
+
+
+# resume state -----------------------------------------------------------------------------
+def _flatten_optimizer(sd: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    tensors, scalars = {}, {}
+    for idx, st in sd["state"].items():
+        for k, v in st.items():
+            if isinstance(v, torch.Tensor):
+                tensors[f"state.{idx}.{k}"] = v.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(idx), {})[k] = v
+    return tensors, {"scalars": scalars, "param_groups": sd["param_groups"]}
+
+
+def _unflatten_optimizer(tensors: dict[str, torch.Tensor], meta: dict) -> dict:
+    state: dict[int, dict] = {}
+    for key, t in tensors.items():
+        _, idx, k = key.split(".", 2)
+        state.setdefault(int(idx), {})[k] = t
+    for idx, st in meta["scalars"].items():
+        state.setdefault(int(idx), {}).update(st)
+    return {"state": state, "param_groups": meta["param_groups"]}
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict]:
+    tensors = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        for i, s in enumerate(torch.cuda.get_rng_state_all()):
+            tensors[f"cuda.{i}"] = s
+    ver, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    return tensors, {"python": [ver, list(mt), gauss],
+                     "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+
+
+def _set_rng_state(tensors: dict[str, torch.Tensor], meta: dict) -> None:
+    torch.set_rng_state(tensors["torch"])
+    cuda = [tensors[k] for k in sorted(tensors) if k.startswith("cuda.")]
+    if cuda and torch.cuda.is_available() and len(cuda) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(cuda)
+    ver, mt, gauss = meta["python"]
+    random.setstate((ver, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
+
+
+def write_state(state_dir: Path, *, optimizer, scheduler, trainer_state: dict) -> None:
+    """Write optimizer, scheduler and RNG state into `state_dir` (trainer_state.json last)."""
+    state_dir = Path(state_dir)
+    if state_dir.exists():
+        shutil.rmtree(state_dir)
+    state_dir.mkdir(parents=True)
+    opt_t, opt_meta = _flatten_optimizer(optimizer.state_dict())
+    save_file(opt_t, str(state_dir / "optimizer.safetensors"))
+    rng_t, rng_meta = _rng_state()
+    save_file(rng_t, str(state_dir / "rng.safetensors"))
+    full = {**trainer_state, "optimizer": opt_meta, "scheduler": scheduler.state_dict(),
+            "rng": rng_meta}
+    write_json_atomic(state_dir / "trainer_state.json", full)
+
+
+def commit_state(run_dir: Path) -> None:
+    """Swap state.tmp/ into state/ (after its checkpoint was renamed into place)."""
+    run_dir = Path(run_dir)
+    tmp, cur, old = run_dir / "state.tmp", run_dir / "state", run_dir / "state.old"
+    if old.exists():
+        shutil.rmtree(old)
+    if cur.exists():
+        os.replace(cur, old)
+    os.replace(tmp, cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_state(run_dir: Path) -> None:
+    """Finish or discard a state swap that a crash interrupted; drop half-written checkpoints."""
+    run_dir = Path(run_dir)
+    tmp, cur, old = run_dir / "state.tmp", run_dir / "state", run_dir / "state.old"
+    for d in (run_dir / "checkpoints").glob(".tmp-*"):
+        shutil.rmtree(d)
+    if tmp.exists():
+        ts = tmp / "trainer_state.json"
+        ckpt = None
+        if ts.is_file():
+            ckpt = run_dir / "checkpoints" / json.loads(ts.read_text("utf-8"))["checkpoint"]
+        if ckpt is not None and (ckpt / CKPT_META).is_file():
+            commit_state(run_dir)  # its checkpoint made it: the swap was all that was left
+        else:
+            shutil.rmtree(tmp)
+    if not cur.exists() and old.exists():
+        os.replace(old, cur)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def read_state(run_dir: Path) -> dict | None:
+    """The saved trainer state (step, epoch, checkpoint, ...) or None when there is none."""
+    f = Path(run_dir) / "state" / "trainer_state.json"
+    return json.loads(f.read_text("utf-8")) if f.is_file() else None
+
+
+def restore_state(run_dir: Path, *, optimizer, scheduler) -> dict:
+    """Load optimizer, scheduler and RNG state from state/; returns trainer_state.json."""
+    state_dir = Path(run_dir) / "state"
+    ts = json.loads((state_dir / "trainer_state.json").read_text("utf-8"))
+    opt_t = load_file(str(state_dir / "optimizer.safetensors"))
+    optimizer.load_state_dict(_unflatten_optimizer(opt_t, ts["optimizer"]))
+    scheduler.load_state_dict(ts["scheduler"])
+    _set_rng_state(load_file(str(state_dir / "rng.safetensors")), ts["rng"])
+    return ts

@@ -1,0 +1,279 @@
+"""The fine-tuning loop: `train(cfg)` writes a run folder with every checkpoint, and resumes.
+
+Usage:
+    from finemem.train import train
+    summary = train(load_config("run.yaml"))   # {"run_dir", "checkpoints", "loss_per_epoch", ...}
+
+Built on `accelerate.Accelerator`, so `accelerate launch -m finemem.cli train ...` spreads the
+micro-batches over processes. AdamW, a transformers scheduler (constant / linear / cosine, with
+warmup), gradient accumulation and clipping. `max_steps`, when set, overrides `epochs` (as in
+the HF Trainer). Each micro-batch loss is the mean over its loss tokens; an optimizer step
+averages the losses of its micro-batches.
+
+Resume: rerunning on the same run folder with the same config continues from the last complete
+checkpoint with its optimizer, scheduler and RNG state, and replays the same batches, so the final
+weights equal an uninterrupted run's. A finished run is left as it is; a folder holding another
+config is refused unless `force` (which deletes it and starts over).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+
+import torch
+
+from finemem.config import RunConfig
+from finemem.errors import UserError
+from finemem.store import Store
+from finemem.train import checkpoint as ck
+from finemem.train.batches import collate, epoch_batches
+from finemem.train.loss import causal_lm_loss
+from finemem.train.methods import param_groups
+from finemem.train.setup import init_run_dir, prepare, run_dir_state
+
+LOG_EVERY = 50  # optimizer steps between train_log flushes (and at every checkpoint)
+CRASH_ENV = "FINEMEM_CRASH_AFTER_STEP"  # test hook: die right after this step (and its save)
+
+
+@contextmanager
+def quiet_hf():
+    """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()
+
+
+class SimulatedCrash(RuntimeError):
+    """Raised by the FINEMEM_CRASH_AFTER_STEP test hook."""
+
+
+def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict:
+    """Fine-tune `cfg.model` on `cfg.data.train` into `cfg.run_dir`.
+
+    Returns
+    -------
+    dict with run_dir, checkpoints (names, by step), loss_per_epoch (mean step loss of each
+    epoch), resumed_from (checkpoint name or None), already_complete, steps.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+
+    run_dir = Path(cfg.run_dir)
+    state = run_dir_state(run_dir, cfg)
+    if state == "foreign":
+        raise UserError("folder exists and is not a finemem run; pick another run_dir",
+                        source=str(run_dir), field="run_dir")
+    if state == "different" and not force:
+        raise UserError("run folder holds a run with a different config; use another run_dir, "
+                        "or --force to delete it and start over", source=str(run_dir),
+                        field="run_dir")
+    if state == "same" and not force and _is_done(run_dir):
+        return _summary(run_dir, resumed_from=None, already_complete=True)
+
+    acc = Accelerator(cpu=cfg.device == "cpu")
+    set_seed(cfg.training.seed)
+    with quiet_hf():
+        prep = prepare(cfg, device=acc.device)  # every input check happens here, before writes
+    if force and state != "new" and acc.is_main_process:
+        shutil.rmtree(run_dir)
+        state = "new"
+    if acc.is_main_process:
+        if state == "same":
+            ck.recover_state(run_dir)
+        if ck.read_state(run_dir) is None:
+            init_run_dir(run_dir, cfg, prep)
+    acc.wait_for_everyone()
+    resumed = ck.read_state(run_dir)
+    if resumed is not None and resumed.get("done"):
+        return _summary(run_dir, resumed_from=None, already_complete=True)
+    with Store(run_dir / "results.sqlite") as store:
+        if acc.is_main_process:
+            store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
+        _Trainer(cfg, acc, prep, store, run_dir, progress=progress).run(resumed)
+        if acc.is_main_process:
+            store.set_status(cfg.digest(), "complete")
+    return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
+                    already_complete=False)
+
+
+def _is_done(run_dir: Path) -> bool:
+    st = ck.read_state(run_dir)
+    return bool(st and st.get("done"))
+
+
+def _summary(run_dir: Path, *, resumed_from, already_complete: bool) -> dict:
+    st = ck.read_state(run_dir) or {}
+    spe = st.get("steps_per_epoch") or 1
+    with Store(run_dir / "results.sqlite") as store:
+        log = store.train_log()
+        ckpts = [c["name"] for c in store.checkpoints()]
+    per_epoch: dict[int, list[float]] = {}
+    for step, _, loss, _ in log:
+        per_epoch.setdefault((step - 1) // spe, []).append(loss)
+    return {"run_dir": str(run_dir), "checkpoints": ckpts,
+            "loss_per_epoch": [sum(v) / len(v) for _, v in sorted(per_epoch.items())],
+            "resumed_from": resumed_from, "already_complete": already_complete,
+            "steps": st.get("step", 0)}
+
+
+class _Trainer:
+    def __init__(self, cfg: RunConfig, acc, prep, store: Store, run_dir: Path, *,
+                 progress: bool):
+        self.cfg, self.t, self.acc, self.prep = cfg, cfg.training, acc, prep
+        self.store, self.run_dir, self.progress = store, run_dir, progress
+        self.kind = self.t.method
+        n_micro = len(epoch_batches(len(prep.items), batch_size=self.t.batch_size, seed=0,
+                                    epoch=0, num_processes=acc.num_processes,
+                                    process_index=acc.process_index))
+        self.steps_per_epoch = math.ceil(n_micro / self.t.grad_accum)
+        self.total_steps = self.t.max_steps or self.t.epochs * self.steps_per_epoch
+        self.pending: list[tuple[int, float, torch.Tensor, float]] = []
+        crash = os.environ.get(CRASH_ENV)
+        self.crash_after = int(crash) if crash else None
+
+    def _save_due(self, step: int) -> bool:
+        if step == self.total_steps:
+            return True
+        every = self.t.save_every
+        return step % self.steps_per_epoch == 0 if every == "epoch" else step % every == 0
+
+    def _flush(self) -> None:
+        if not self.pending or not self.acc.is_main_process:
+            self.pending = []
+            return
+        losses = torch.stack([p[2] for p in self.pending]).float().cpu().tolist()  # one sync
+        self.store.log_train_many((s, e, loss, lr) for (s, e, _, lr), loss
+                                  in zip(self.pending, losses))
+        self.pending = []
+
+    def _save(self, model, optimizer, scheduler, step: int) -> None:
+        self.acc.wait_for_everyone()
+        self._flush()
+        if not self.acc.is_main_process:
+            return
+        name = ck.checkpoint_name(step)
+        epoch = step / self.steps_per_epoch
+        ck.write_state(self.run_dir / "state.tmp", optimizer=optimizer, scheduler=scheduler,
+                       trainer_state={"step": step, "epoch": epoch, "checkpoint": name,
+                                      "total_steps": self.total_steps,
+                                      "steps_per_epoch": self.steps_per_epoch,
+                                      "done": step == self.total_steps,
+                                      "config_digest": self.cfg.digest()})
+        with quiet_hf():
+            info = ck.save_checkpoint(self.acc.unwrap_model(model), self.run_dir / "checkpoints",
+                                      step=step, epoch=epoch, kind=self.kind,
+                                      base_model=self.prep.base_path)
+        ck.commit_state(self.run_dir)
+        self.store.add_checkpoint(name, step=step, epoch=epoch, path=str(Path(info["path"])
+                                                                         .resolve()),
+                                  kind=self.kind, content_hash=info["content_hash"])
+
+    def run(self, resumed: dict | None) -> None:
+        from transformers import get_scheduler
+
+        t, acc, model = self.t, self.acc, self.prep.model
+        step = 0
+        if resumed is not None:
+            ck.load_checkpoint_weights(model, self.run_dir / "checkpoints" /
+                                       resumed["checkpoint"], self.kind)
+            step = resumed["step"]
+        optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
+        sched_name = "constant_with_warmup" if t.scheduler == "constant" else t.scheduler
+        scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=t.warmup_steps,
+                                  num_training_steps=self.total_steps)
+        if resumed is not None:
+            ck.restore_state(self.run_dir, optimizer=optimizer, scheduler=scheduler)
+        model, optimizer = acc.prepare(model, optimizer)
+        params = [p for p in model.parameters() if p.requires_grad]
+        pad_id = self.prep.tokenizer.pad_token_id
+        items, spe = self.prep.items, self.steps_per_epoch
+        n_epochs = math.ceil(self.total_steps / spe)
+        model.train()
+        with _progress_bar(self.progress and acc.is_main_process, self.total_steps,
+                           step) as bar:
+            for epoch in range(step // spe, n_epochs):
+                batches = epoch_batches(len(items), batch_size=t.batch_size, seed=t.seed,
+                                        epoch=epoch, num_processes=acc.num_processes,
+                                        process_index=acc.process_index)
+                first = (step - epoch * spe) * t.grad_accum  # micro-batches already done
+                for g0 in range(first, len(batches), t.grad_accum):
+                    if step >= self.total_steps:
+                        break
+                    group = batches[g0:g0 + t.grad_accum]
+                    lr = scheduler.get_last_lr()[0]
+                    loss_sum = torch.zeros((), device=acc.device)
+                    for j, idx in enumerate(group):
+                        batch = {k: v.to(acc.device, non_blocking=True)
+                                 for k, v in collate([items[i] for i in idx],
+                                                     pad_id=pad_id).items()}
+                        sync = j == len(group) - 1
+                        with nullcontext() if sync else acc.no_sync(model):
+                            logits = model(input_ids=batch["input_ids"],
+                                           attention_mask=batch["attention_mask"]).logits
+                            loss = causal_lm_loss(logits, batch["labels"], kind=t.loss,
+                                                  mar_detach=t.mar_detach)
+                            acc.backward(loss / len(group))
+                        loss_sum += loss.detach()
+                    if t.max_grad_norm is not None:
+                        acc.clip_grad_norm_(params, t.max_grad_norm)
+                    optimizer.step()
+                    scheduler.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    step += 1
+                    self.pending.append((step, step / spe, loss_sum / len(group), lr))
+                    if self._save_due(step):
+                        self._save(model, optimizer, scheduler, step)
+                    elif len(self.pending) >= LOG_EVERY:
+                        self._flush()
+                    if bar is not None:
+                        bar.advance(step, self.pending, self.store)
+                    if self.crash_after is not None and step == self.crash_after:
+                        raise SimulatedCrash(f"{CRASH_ENV}={step}")
+        self._flush()
+
+
+class _Bar:
+    """A rich progress bar over optimizer steps showing the latest logged loss."""
+
+    def __init__(self, total: int, start: int):
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
+                                   TimeElapsedColumn, TimeRemainingColumn)
+
+        self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
+                          TimeRemainingColumn(), transient=False)
+        self.task = self.p.add_task("train", total=total, completed=start, loss="")
+        self.last = time.monotonic()
+
+    def advance(self, step: int, pending, store: Store) -> None:
+        loss = ""
+        if time.monotonic() - self.last > 1.0:  # reading the loss syncs; do it once a second
+            self.last = time.monotonic()
+            if pending:
+                loss = f"loss {float(pending[-1][2]):.4f}"
+        self.p.update(self.task, completed=step, **({"loss": loss} if loss else {}))
+
+
+class _progress_bar:
+    def __init__(self, enabled: bool, total: int, start: int):
+        self.bar = _Bar(total, start) if enabled else None
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.p.start()
+        return self.bar
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.p.stop()

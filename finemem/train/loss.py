@@ -1,0 +1,98 @@
+"""Training losses over causal-LM logits: cross-entropy and memorization-aware reweighting (MAR).
+
+Usage:
+    loss = causal_lm_loss(logits, labels, kind="mar", mar_detach=True)
+
+`labels` has the input's shape with -100 on tokens that bear no loss (context and padding;
+see `finemem.data.format.encode`). Position t of the logits predicts label t+1. Both losses are
+normalised by the number of loss-bearing tokens, so a MAR loss and a CE loss are on the same
+scale when every token is predicted with p = 0.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+IGNORE = -100
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Labels aligned with the logits: out[:, t] = labels[:, t + 1]; the last position gets -100.
+
+    Shifting the labels (not the logits) avoids copying the (B, T, V) logits tensor.
+    """
+    return F.pad(labels, (0, 1), value=IGNORE)[:, 1:]  # (B, T)
+
+
+def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Per-token cross-entropy -log p(y_t | x, y_<t), 0 where the label is -100.
+
+    Parameters
+    ----------
+    logits : (B, T, V) tensor
+    labels : (B, T) long tensor, unshifted (position t holds the token at t)
+
+    Returns
+    -------
+    (B, T) float32 tensor; entry t is the loss of predicting labels[:, t + 1].
+    """
+    tgt = shift_labels(labels)  # (B, T)
+    ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+                         reduction="none")  # (B*T,)
+    return ce.view(tgt.shape)
+
+
+def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    r"""Mean cross-entropy over loss-bearing tokens.
+
+    .. math:: L = \frac{1}{N} \sum_{t \in \mathcal{T}} -\log p(y_t \mid x, y_{<t})
+
+    where :math:`\mathcal{T}` is the set of tokens whose label is not -100 and N its size.
+    """
+    tgt = shift_labels(labels)
+    n = (tgt != IGNORE).sum().clamp(min=1)
+    ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+                         reduction="sum")
+    return ce / n
+
+
+def mar_loss(logits: torch.Tensor, labels: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
+    r"""Memorization-aware reweighting (Ruan et al. 2025, arXiv 2508.04117).
+
+    .. math:: L = \frac{1}{N} \sum_{t \in \mathcal{T}} (1 - p_t)\, \mathrm{CE}_t,
+              \qquad p_t = p(y_t \mid x, y_{<t}) = e^{-\mathrm{CE}_t}
+
+    Tokens the model already predicts confidently (p_t near 1) are down-weighted, so training
+    does not keep sharpening the exact wording of the training solutions.
+
+    Parameters
+    ----------
+    detach : if True (default) the weight (1 - p_t) is a constant, so the gradient is
+        (1 - p_t) times the CE gradient. If False the weight is differentiated too, which adds
+        a term that pushes confident tokens less: dL_t/dz = (p_t log p_t - (1 - p_t)) (e_y - q).
+        The paper does not say which it uses; detaching is the usual reading of "reweighting".
+
+    Examples
+    --------
+    >>> z = torch.tensor([[[0.0, 0.0, float(torch.log(torch.tensor(2.0)))], [0.0, 0.0, 0.0]]])
+    >>> y = torch.tensor([[-100, 2]])          # p = 1/2, CE = ln 2, weight = 1/2
+    >>> round(float(mar_loss(z, y)), 5)
+    0.34657
+    """
+    ce = token_ce(logits, labels)  # (B, T), 0 off the loss tokens
+    n = (shift_labels(labels) != IGNORE).sum().clamp(min=1)
+    w = 1.0 - torch.exp(-ce)  # (B, T); 0 off the loss tokens since exp(0) = 1
+    if detach:
+        w = w.detach()
+    return (w * ce).sum() / n
+
+
+def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, kind: str = "ce",
+                   mar_detach: bool = True) -> torch.Tensor:
+    """The training loss named by `TrainingConfig.loss` ('ce' or 'mar')."""
+    if kind == "ce":
+        return ce_loss(logits, labels)
+    if kind == "mar":
+        return mar_loss(logits, labels, detach=mar_detach)
+    raise ValueError(f"unknown loss '{kind}'; expected 'ce' or 'mar'")

@@ -1,0 +1,135 @@
+"""Fine-tuning methods: which weights train.
+
+Usage:
+    model = apply_method(model, cfg.training)     # full | lora | head
+
+- `full`: every weight trains.
+- `lora`: peft LoRA adapters (`LoraConfig` + `get_peft_model`); only the adapters train.
+  `target_modules: default` means the attention and MLP projections of Llama-style models
+  (q,k,v,o,gate,up,down); `all-linear` is passed to peft as is; a list names modules by their
+  last name component(s), e.g. `[q_proj, v_proj]`.
+- `head`: only the output head (`lm_head`) trains. A head tied to the input embeddings is
+  untied first (the weight is cloned), so the embeddings stay as they were.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from finemem.errors import UserError
+
+DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
+                        "down_proj")
+
+
+def _is_linear(module: nn.Module) -> bool:
+    if isinstance(module, nn.Linear):
+        return True
+    return type(module).__name__ == "Conv1D"  # GPT-2 style projections (transformers Conv1D)
+
+
+def linear_module_names(model: nn.Module) -> list[str]:
+    """Sorted last name components of the model's linear layers, e.g. ['down_proj', 'lm_head']."""
+    return sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                   if name and _is_linear(mod)})
+
+
+def _matches(full_name: str, target: str) -> bool:
+    # peft's rule for a list of names: exact key or a dotted suffix of it.
+    return full_name == target or full_name.endswith("." + target)
+
+
+def resolve_lora_targets(model: nn.Module, targets) -> list[str] | str:
+    """Check LoRA targets against the model; return what `LoraConfig(target_modules=)` gets.
+
+    Raises `UserError` naming a target the model lacks and listing the model's linear modules.
+    """
+    if targets == "all-linear":
+        return "all-linear"
+    names = list(DEFAULT_LORA_TARGETS) if targets == "default" else list(targets)
+    if not names:
+        raise UserError("no LoRA target modules given; use 'default', 'all-linear' or a list",
+                        field="training.lora.target_modules")
+    linear = [n for n, m in model.named_modules() if n and _is_linear(m)]
+    for t in names:
+        if not any(_matches(n, t) for n in linear):
+            hint = " ('default' is for Llama-style models; try 'all-linear')" \
+                if targets == "default" else ""
+            raise UserError(f"the model has no linear module '{t}'{hint}; its linear modules "
+                            f"are: {', '.join(linear_module_names(model))}",
+                            field="training.lora.target_modules")
+    return names
+
+
+def output_head_name(model: nn.Module) -> str:
+    """Parameter name of the output head weight, e.g. 'lm_head.weight'."""
+    head = model.get_output_embeddings()
+    if head is None:
+        raise UserError("the model has no output head (get_output_embeddings() is None); "
+                        "use method full or lora", field="training.method")
+    for name, mod in model.named_modules():
+        if mod is head:
+            return f"{name}.weight"
+    raise UserError("cannot locate the output head in the model", field="training.method")
+
+
+def untie_head(model: nn.Module) -> bool:
+    """Give the output head its own copy of a weight it shares with the input embeddings.
+
+    Returns True when the head was tied (and is now untied).
+    """
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or emb is None or head.weight is not emb.weight:
+        return False
+    head.weight = nn.Parameter(head.weight.detach().clone())
+    model.config.tie_word_embeddings = False  # so a later tie_weights() does not re-tie them
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
+
+
+def apply_method(model: nn.Module, training) -> nn.Module:
+    """Make the weights of `training.method` trainable; returns the (possibly wrapped) model.
+
+    Parameters
+    ----------
+    model : a transformers causal LM
+    training : `finemem.config.TrainingConfig`
+    """
+    method = training.method
+    if method == "full":
+        for p in model.parameters():
+            p.requires_grad_(True)
+        return model
+    if method == "head":
+        untie_head(model)
+        name = output_head_name(model)
+        for n, p in model.named_parameters():
+            p.requires_grad_(n == name)
+        return model
+    if method == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        lc = training.lora
+        targets = resolve_lora_targets(model, lc.target_modules)
+        config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
+                            target_modules=targets, task_type="CAUSAL_LM")
+        return get_peft_model(model, config)
+    raise UserError(f"unknown method '{method}'; expected full, lora or head",
+                    field="training.method")
+
+
+def trainable_parameters(model: nn.Module) -> list[tuple[str, torch.nn.Parameter]]:
+    return [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """AdamW groups: decay on matrices, none on biases and norm weights (as HF Trainer does)."""
+    named = trainable_parameters(model)
+    decay = [p for _, p in named if p.ndim >= 2]
+    no_decay = [p for _, p in named if p.ndim < 2]
+    groups = [{"params": decay, "weight_decay": weight_decay}]
+    if no_decay:
+        groups.append({"params": no_decay, "weight_decay": 0.0})
+    return groups

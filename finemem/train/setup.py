@@ -1,0 +1,87 @@
+"""Everything `train` checks and builds before it writes anything, and the run folder's start.
+
+Usage:
+    state = run_dir_state(run_dir, cfg)         # "new" | "same" | "different" | "foreign"
+    prep = prepare(cfg, device=accelerator.device)   # raises UserError on any bad input
+    init_run_dir(run_dir, cfg, prep)
+
+`prepare` resolves the model, loads the tokenizer, the training data (with duplication) and the
+model, and applies the fine-tuning method (which checks LoRA targets), so that a bad input is
+reported before the run folder exists.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finemem.config import RunConfig, load_config
+from finemem.data.duplication import apply_duplication, write_manifest
+from finemem.data.loaders import load_examples
+from finemem.errors import UserError
+from finemem.models.load import load_model, load_tokenizer, resolve_model
+from finemem.train.batches import encode_examples
+from finemem.train.methods import apply_method
+
+
+@dataclass
+class Prepared:
+    base_path: str  # resolved base model folder (or hub id)
+    tokenizer: object
+    model: torch.nn.Module  # method applied (peft-wrapped for lora), on `device`
+    items: list[tuple[torch.Tensor, torch.Tensor]]  # (input_ids, labels) per training example
+    manifest: list[dict]
+
+
+def run_dir_state(run_dir: Path, cfg: RunConfig) -> str:
+    """'new' (absent or empty), 'same' (a run of this config), 'different' (a run of another
+    config) or 'foreign' (a non-empty folder that is not a finemem run)."""
+    run_dir = Path(run_dir)
+    if run_dir.exists() and not run_dir.is_dir():
+        raise UserError("run_dir is a file; pick a folder", source=str(run_dir), field="run_dir")
+    if not run_dir.exists() or not any(run_dir.iterdir()):
+        return "new"
+    stored = run_dir / "config.yaml"
+    if not stored.is_file():
+        return "foreign"
+    try:
+        old = load_config(stored)
+    except UserError:
+        return "different"
+    return "same" if old.digest() == cfg.digest() else "different"
+
+
+def prepare(cfg: RunConfig, *, device) -> Prepared:
+    """Validate the model, tokenizer, data and method; build the model to train."""
+    base_path = resolve_model(cfg.model)
+    tok = load_tokenizer(base_path, trust_remote_code=cfg.trust_remote_code)
+    examples = load_examples(cfg.data.train, tokenizer=tok,
+                             trust_remote_code=cfg.trust_remote_code)
+    if not examples:
+        raise UserError("the training set is empty", source=cfg.data.train.source,
+                        field="data.train")
+    expanded, manifest = apply_duplication(examples, cfg.data.duplication)
+    items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on,
+                            max_length=cfg.data.max_length)
+    model = load_model(base_path, device=device, dtype=cfg.dtype,
+                       trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    model = apply_method(model, cfg.training)
+    return Prepared(base_path=base_path, tokenizer=tok, model=model, items=items,
+                    manifest=manifest)
+
+
+def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
+    """Write config.yaml (first, atomically: it marks the folder as this run's), then
+    manifest.jsonl and tokenizer/. Safe to repeat while the run has no checkpoint yet."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    tmp = run_dir / "config.yaml.tmp"
+    tmp.write_text(cfg.to_yaml(), encoding="utf-8")
+    os.replace(tmp, run_dir / "config.yaml")
+    for sub in ("checkpoints", "report"):
+        (run_dir / sub).mkdir(exist_ok=True)
+    write_manifest(run_dir / "manifest.jsonl", prep.manifest)
+    prep.tokenizer.save_pretrained(str(run_dir / "tokenizer"))
