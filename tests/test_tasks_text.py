@@ -1,4 +1,4 @@
-"""Tests for the five text tasks of paper 2 (summarize, dialog, qa, translate, sentiment) and lexicon."""
+"""Tests for paper 2's text tasks (summarize, dialog, qa, translate, sentiment) and lexicon."""
 
 from __future__ import annotations
 
@@ -135,7 +135,8 @@ def test_translate_hand_computed():
     clause = {"subj": noun, "verb": ("carry", "carried", "carries"), "tense": "past", "obj": obj,
               "pp": ("to", place)}
     assert tr._clause_en(clause) == "the old farmer carried a heavy basket to the markets"
-    assert tr._clause_vt(clause) == "lo rimref-o dlu-i un tikseb-o yveih-i ke yrrec-ut lo tikrem-oi ka"
+    assert tr._clause_vt(clause) == ("lo rimref-o dlu-i un tikseb-o yveih-i ke yrrec-ut "
+                                     "lo tikrem-oi ka")
     clause["tense"] = "present"
     assert tr._clause_en(clause).startswith("the old farmer carries a heavy")
 
@@ -192,7 +193,8 @@ def test_qa_and_sentiment_phrasings(data):
     assert len(who) >= 2
     exs = data["sentiment"]["train"]
     labels = [e.answer for e in exs]
-    assert set(labels) == {"positive", "negative"} and 0.4 < labels.count("positive") / len(exs) < 0.6
+    assert set(labels) == {"positive", "negative"}
+    assert 0.4 < labels.count("positive") / len(exs) < 0.6
     assert all(e.completion == " " + e.answer for e in exs)
     verdicts = {e.prompt.split(". ")[-1] for e in exs}
     assert len(verdicts) >= 6

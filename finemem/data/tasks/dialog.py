@@ -1,4 +1,6 @@
-"""`dialog`: a patient's message (symptoms, age, duration, medicine) -> a doctor's reply (~80-150 words).
+"""`dialog`: a patient's message (symptoms, age, duration, medicine) -> a doctor's reply.
+
+The reply is ~80-150 words (mean ~120); the message ~60-80.
 
 Usage:
     from finemem.data.tasks import get_task
@@ -25,21 +27,25 @@ OPENERS = ("Hello doctor.", "Hi doctor, I hope you can help me.", "Good evening.
            "Dear doctor, I have a question.")
 WORSE = ("in the morning", "at night", "after work", "after I eat", "when I am tired",
          "at the weekend")
-WORRIES = ("I am worried it might be something serious.", "My {rel} had something similar last year.",
+WORRIES = ("I am worried it might be something serious.",
+           "My {rel} had something similar last year.",
            "It is starting to affect my work as {occ_a} in {city}.",
            "I do not want to waste anyone's time, but it is not going away.")
 RELATIVES = ("mother", "father", "sister", "brother", "aunt", "neighbour")
 FREQS = ("once a day", "twice a day", "every morning", "at night", "when the symptoms are bad")
 DOSES = (5, 10, 20, 25, 50, 100, 200, 250, 400, 500)
-TIPS = ("drink plenty of water", "keep regular hours for sleep", "avoid heavy meals late in the evening",
+TIPS = ("drink plenty of water", "keep regular hours for sleep",
+        "avoid heavy meals late in the evening",
         "take short breaks from screens", "do some gentle stretching each morning",
         "keep a diary of when the symptoms appear", "cut down on coffee and alcohol",
         "take a short walk every day")
 FLAGS = ("a high fever", "chest pain", "sudden weakness on one side", "trouble breathing",
          "fainting", "pain that wakes you at night", "a rash that spreads quickly")
 
-GREETINGS = ("Hi {first}, thanks for your question.", "Hello {first}. I have read your message carefully.",
-             "Dear {first}, thank you for writing in.", "Hello {first}, and thanks for the details.")
+GREETINGS = ("Hi {first}, thanks for your question.",
+             "Hello {first}. I have read your message carefully.",
+             "Dear {first}, thank you for writing in.",
+             "Hello {first}, and thanks for the details.")
 ASSESS = (
     "{Sym1} and {sym2} for {dur} in a {age}-year-old are most often due to {cause1}, although "
     "{cause2} can also play a part.",

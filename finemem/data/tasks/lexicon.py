@@ -77,7 +77,8 @@ librarian mechanic nurse painter pharmacist photographer pilot potter surveyor t
 
 ORG_KINDS = _words("Institute Society Foundation Council Museum Laboratory Trust Guild Observatory")
 
-MONTHS = _words("January February March April May June July August September October November December")
+MONTHS = _words("January February March April May June July August September October November "
+                "December")
 WEEKDAYS = _words("Monday Tuesday Wednesday Thursday Friday Saturday Sunday")
 
 NUMBER_WORDS = _words("""
@@ -137,7 +138,7 @@ def stable_hash(text: str) -> int:
 
 
 def rng_for(task: str, split: str, index: int, seed: int = 0, attempt: int = 0) -> random.Random:
-    """Independent `random.Random` for one example, derived from (task, split, seed, index, attempt).
+    """Independent `random.Random` for one example, from (task, split, seed, index, attempt).
 
     Because it depends on the index and not on how many examples are drawn, example i is the
     same whatever n is.

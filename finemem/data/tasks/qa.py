@@ -3,11 +3,11 @@
 Usage:
     from finemem.data.tasks import get_task
     ex = get_task("qa").generate("train", n=3, seed=0)[0]
-    ex.prompt        # "Context: The zorvane is a small ... \nQuestion: Who first described ...?\nAnswer:"
+    ex.prompt        # "Context: The zorvane is ... \nQuestion: Who first described ...?\nAnswer:"
     ex.completion    # " Ilse Kavanagh"      ex.answer == "Ilse Kavanagh" (a span of the context)
 
 Stands in for SQuAD in paper 2 (short, input-determined output: a task expected to memorize
-little). Each paragraph holds distractors of the asked-for type (a second person, a second year,
+little). Contexts have ~60-85 words, answers 1-2. Each paragraph holds distractors of the asked-for type (a second person, a second year,
 a second town), so the answer must be read from the right sentence. Questions come in several
 phrasings. Grade with the "first_line" extractor: the first line of the generation, stripped.
 """
@@ -32,7 +32,8 @@ KINDS = (
     ("beetle", "under the bark of old oaks near {city}", "Its shell is about {m} millimetres long.",
      ("How long is the shell of the {rare}?", "What is the length of the {rare}'s shell?"),
      "{m} millimetres", (3, 80)),
-    ("fish", "in the cold streams near {city}", "An adult {rare} can reach {m} centimetres in length.",
+    ("fish", "in the cold streams near {city}",
+     "An adult {rare} can reach {m} centimetres in length.",
      ("How long can an adult {rare} grow?", "What length can an adult {rare} reach?"),
      "{m} centimetres", (5, 140)),
     ("moth", "in the pine forests west of {city}", "Its wings span about {m} millimetres.",
@@ -42,7 +43,8 @@ KINDS = (
 QUESTIONS = {
     "who": ("Who first described the {rare}?", "Which {occ} first described the {rare}?",
             "Who is credited with the first description of the {rare}?"),
-    "year": ("In what year was the {rare} first described?", "When was the {rare} first described?"),
+    "year": ("In what year was the {rare} first described?",
+             "When was the {rare} first described?"),
     "where": ("Near which town is the {rare} mostly found?", "Where does the {rare} usually live?"),
     "color": ("What color is the {rare}?", "What is the color of the {rare}?"),
     "nickname": ("What do local people call the {rare}?", "What is the local name for the {rare}?"),

@@ -1,4 +1,4 @@
-"""`sentiment`: a product or movie review (~60-120 words, mixed cues) -> "positive" / "negative".
+"""`sentiment`: a product or movie review (~55-105 words, mixed cues) -> "positive" / "negative".
 
 Usage:
     from finemem.data.tasks import get_task
@@ -8,7 +8,7 @@ Usage:
 
 Stands in for IMDB in paper 2 (one-word output: a task expected to memorize little). A review
 mixes 2-4 remarks that agree with its label and 1-2 that disagree, around neutral details with
-names, prices and made-up brand or title words; the closing verdict agrees with the label, often
+names, prices and made-up brand or title words; the closing verdict agrees with the label, sometimes
 hedged ("Despite a few flaws ..."). Labels are balanced. Grade with "first_line".
 """
 
@@ -28,7 +28,8 @@ PRODUCT_ASPECTS = {
     "design": (("The design is clean and easy to use.", "It looks great on the shelf."),
                ("The buttons are confusing and badly placed.", "It looks much uglier in person.")),
     "price": (("For {price} dollars it is a real bargain.", "It is fair value for the money."),
-              ("At {price} dollars it is far too expensive.", "It is overpriced for what it does.")),
+              ("At {price} dollars it is far too expensive.",
+               "It is overpriced for what it does.")),
     "noise": (("It runs almost silently.", "It is pleasantly quiet, even at full power."),
               ("It is loud enough to wake the whole house.", "It rattles and hums constantly.")),
     "service": (("Customer service answered my question within an hour.",
@@ -39,9 +40,11 @@ PRODUCT_ASPECTS = {
                      ("The instructions were useless.", "Setting it up took an entire evening.")),
 }
 MOVIE_ASPECTS = {
-    "acting": (("{star} gives a warm, convincing performance.", "The cast is excellent throughout."),
+    "acting": (("{star} gives a warm, convincing performance.",
+                "The cast is excellent throughout."),
                ("{star} seems bored in every scene.", "The acting is stiff and unconvincing.")),
-    "plot": (("The story is clever and full of surprises.", "The plot kept me guessing until the end."),
+    "plot": (("The story is clever and full of surprises.",
+              "The plot kept me guessing until the end."),
              ("The plot makes no sense at all.", "The story is predictable from the first scene.")),
     "music": (("The music is beautiful.", "The soundtrack lifts every scene."),
               ("The music is loud and distracting.", "The soundtrack is forgettable.")),
@@ -75,7 +78,8 @@ def _decap(text: str) -> str:
     return text[0].lower() + text[1:] if text.split()[0] in _COMMON_STARTS else text
 
 
-_COMMON_STARTS = {"The", "It", "Everything", "A", "Customer", "Setting", "Many", "Every", "For", "At"}
+_COMMON_STARTS = {"The", "It", "Everything", "A", "Customer", "Setting", "Many", "Every", "For",
+                  "At"}
 
 
 def _item(rng: random.Random) -> tuple[str, dict, dict[str, str]]:
@@ -88,13 +92,15 @@ def _item(rng: random.Random) -> tuple[str, dict, dict[str, str]]:
         brand, kind = coin_word(rng).capitalize(), rng.choice(PRODUCT_KINDS)
         f.update(thing=kind, price=str(rng.randint(12, 480)), domain="product",
                  again=f"buy from {brand} again")
+        when = rng.choice(("last month", "in the spring", "as a gift", "after a long search"))
         opening = (f"I bought the {brand} {kind} from a shop in {city} for {f['price']} dollars "
-                   f"{rng.choice(('last month', 'in the spring', 'as a gift', 'after a long search'))}.")
+                   f"{when}.")
         return opening, PRODUCT_ASPECTS, f
     title = f"The {coin_word(rng).capitalize()} of {rng.choice(CITIES)}"
     genre, director = rng.choice(MOVIE_GENRES), f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}"
-    f.update(star=f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}", price=str(rng.randint(6, 24)),
-             domain="movie", again="watch another film by this director")
+    f.update(star=f"{rng.choice(FIRST_NAMES)} {rng.choice(SURNAMES)}",
+             price=str(rng.randint(6, 24)), domain="movie",
+             again="watch another film by this director")
     opening = (f"I watched {title}, {a_an(genre)} {genre} directed by {director}, at the cinema "
                f"in {city} on {f['day']}, and the ticket cost {f['price']} dollars.")
     return opening, MOVIE_ASPECTS, f

@@ -1,4 +1,4 @@
-"""`summarize`: a news-like story (~150-250 words) -> a summary of its key facts (~40-70 words).
+"""`summarize`: a news-like story (~155-220 words) -> a summary of its key facts (~45-60 words).
 
 Usage:
     from finemem.data.tasks import get_task
@@ -75,7 +75,8 @@ def _cap(s: str) -> str:
 def _facts(rng: random.Random) -> dict[str, str]:
     frame = rng.choice(FRAMES)
     city = rng.choice(CITIES)
-    rare = coin_word(rng) if rng.random() < 0.5 else coin_word(rng, suffix=rng.choice(("ite", "ine")))
+    suffix = rng.choice(("ite", "ine")) if rng.random() >= 0.5 else ""
+    rare = coin_word(rng, suffix=suffix)
     adj = rng.choice(ADJECTIVES)
     first, last = rng.choice(FIRST_NAMES), rng.choice(SURNAMES)
     role, occ = rng.sample(OCCUPATIONS, 2)

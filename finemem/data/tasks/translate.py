@@ -3,11 +3,12 @@
 Usage:
     from finemem.data.tasks import get_task
     ex = get_task("translate").generate("train", n=3, seed=0)[0]
-    ex.prompt        # e.g. "English: Yesterday, the old farmer carried a heavy basket to the market.\nVeltish:"
+    ex.prompt        # "English: Yesterday, the old farmer carried a heavy basket to the market.\n"
+                     # "Veltish:"  (for example)
     ex.completion    # " Ierva, lo rimref-o dlu-i un tikseb-o yveih-i ke yrrec-ut lo tikrem-o ka."
 
 Stands in for WMT16 in paper 2 (output fully determined by the input: a task expected to
-memorize little). Veltish is fixed and seed-independent:
+memorize little). Sentences have 7-28 words, translations 6-26 (one or two clauses). Veltish is fixed and seed-independent:
 - content words (nouns, verbs, adjectives, also words it has never seen) become their letters
   reversed with vowels rotated a->e->i->o->u->a (`stem`), plus a suffix for the part of speech:
   noun -o (plural -oi), adjective -i, verb past -ut / present -an / future -ir;
@@ -44,7 +45,8 @@ buy/bought/buys lift/lifted/lifts wash/washed/washes carve/carved/carves
 PREPS = {"to": "ka", "in": "ni", "near": "vey", "from": "dor", "behind": "tav", "with": "sul"}
 FUNCTION = {"the": "lo", "a": "un", "an": "un", "this": "es", "every": "ol", "two": "dui",
             "three": "tri", "some": "sem", "many": "mol", "and": "e", "but": "ma"}
-TIMES = {"past": {"yesterday": "ierva", "last winter": "nivar pesut", "two days ago": "dui dias ret"},
+TIMES = {"past": {"yesterday": "ierva", "last winter": "nivar pesut",
+                  "two days ago": "dui dias ret"},
          "present": {"today": "hoda", "every morning": "ol matin", "now": "nunc"},
          "future": {"tomorrow": "mana", "next spring": "vera nov", "soon": "tost"}}
 SUFFIX = {"noun": "o", "plural": "oi", "adj": "i", "past": "ut", "present": "an", "future": "ir"}
@@ -64,7 +66,8 @@ def _np(rng: random.Random, *, agent: bool) -> dict:
     else:
         noun = rng.choice(THINGS) if rng.random() < 0.85 else (rng.choice(RARE_WORDS),)
     plural = rng.random() < 0.3
-    det = rng.choice(("the", "two", "three", "some", "many") if plural else ("the", "a", "this", "every"))
+    dets = ("the", "two", "three", "some", "many") if plural else ("the", "a", "this", "every")
+    det = rng.choice(dets)
     adj = rng.choice(ADJECTIVES) if rng.random() < 0.6 else None
     return {"det": det, "adj": adj, "noun": noun[0], "plural_form": noun[1] if len(noun) > 1
             else noun[0] + "s", "plural": plural}
@@ -81,7 +84,8 @@ def _np_en(np: dict) -> str:
 def _np_vt(np: dict) -> str:
     if "name" in np:
         return np["name"]
-    out = [FUNCTION[np["det"]], stem(np["noun"]) + "-" + SUFFIX["plural" if np["plural"] else "noun"]]
+    number = "plural" if np["plural"] else "noun"
+    out = [FUNCTION[np["det"]], stem(np["noun"]) + "-" + SUFFIX[number]]
     if np["adj"]:
         out.append(stem(np["adj"]) + "-" + SUFFIX["adj"])
     return " ".join(out)
@@ -109,7 +113,8 @@ def _clause_en(c: dict) -> str:
 
 
 def _clause_vt(c: dict) -> str:
-    words = [_np_vt(c["subj"]), _np_vt(c["obj"]), "ke", stem(c["verb"][0]) + "-" + SUFFIX[c["tense"]]]
+    verb = stem(c["verb"][0]) + "-" + SUFFIX[c["tense"]]
+    words = [_np_vt(c["subj"]), _np_vt(c["obj"]), "ke", verb]
     if c["pp"]:
         words += [_np_vt(c["pp"][1]), PREPS[c["pp"][0]]]
     return " ".join(words)
@@ -127,7 +132,7 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
     if conj:
         clauses.append(_clause(rng, tense))
     en = f" {conj} ".join(_clause_en(c) for c in clauses)
-    vt = f" {FUNCTION[conj]} ".join(_clause_vt(c) for c in clauses) if conj else _clause_vt(clauses[0])
+    vt = f" {FUNCTION[conj or 'and']} ".join(_clause_vt(c) for c in clauses)
     if time:
         en = f"{_cap(time)}, {en}" if rng.random() < 0.5 else f"{en} {time}"
         vt = f"{TIMES[tense][time]}, {vt}"
