@@ -84,7 +84,7 @@ class TrainingConfig(_Strict):
 class AuditConfig(_Strict):
     """What `finemem audit` computes per checkpoint (over-memorization audit)."""
     train_sample: int = Field(200, gt=0, description="training examples scored for train PPL")
-    answer_extractor: Literal["hash", "last_number", "boxed", "regex"] = "hash"
+    answer_extractor: Literal["hash", "last_number", "boxed", "regex", "first_line"] = "hash"
     answer_regex: str | None = None
     max_new_tokens: int = Field(96, gt=0)
     diversity_prompts: int = Field(64, ge=0, description="test prompts sampled for diversity")

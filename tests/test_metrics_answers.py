@@ -75,3 +75,10 @@ def test_answers_match_and_accuracy():
         answer_accuracy(["1", "2"], ["1"])
     with pytest.warns(RuntimeWarning):
         assert math.isnan(answer_accuracy([], []))
+
+
+def test_first_line_extractor():
+    from finemem.metrics.answers import extract_answer
+
+    assert extract_answer("\n  Paris \nmore text", method="first_line") == "Paris"
+    assert extract_answer("   \n", method="first_line") is None

@@ -24,7 +24,7 @@ from decimal import Decimal, InvalidOperation
 from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
-METHODS = ("hash", "last_number", "boxed", "regex")
+METHODS = ("hash", "last_number", "boxed", "regex", "first_line")
 
 _NUMBER = re.compile(r"-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|-?\.\d+")
 _HASH = re.compile(r"####[ \t]*([^\n]*)")
@@ -38,7 +38,7 @@ def extract_answer(text: str, *, method: str = "hash", pattern: str | None = Non
     ----------
     text : str
         Model output (or reference solution).
-    method : {"hash", "last_number", "boxed", "regex"}, keyword-only
+    method : {"hash", "last_number", "boxed", "regex", "first_line"}, keyword-only
         See the module docstring.
     pattern : str, keyword-only
         Regular expression, required for ``method="regex"``.
@@ -71,6 +71,8 @@ def extract_answer(text: str, *, method: str = "hash", pattern: str | None = Non
     if method == "last_number":
         matches = _NUMBER.findall(text)
         return matches[-1] if matches else None
+    if method == "first_line":  # short-answer tasks: qa span, translation, sentiment label
+        return next((ln.strip() for ln in text.splitlines() if ln.strip()), None)
     return _extract_boxed(text)
 
 
