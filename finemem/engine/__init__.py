@@ -1,0 +1,24 @@
+"""finemem.engine: the one place that runs models. Every metric gets its numbers from here.
+
+Usage:
+    from finemem import engine
+    for ref, model in engine.iter_models(run_dir):
+        scores = engine.score_cached(store, ref.content_hash, "ppl", model, ids, pairs)
+        gens = engine.generate(model, tok, prompts, max_new_tokens=64)
+
+  * `score`: one teacher-forced pass per (context, target) pair -> `TokenScores` (log p,
+    argmax-correct flags, entropy, Min-K%++ mean/std) and the scores derived from them,
+    including exact greedy extractability without generating;
+  * `generate`: batched, KV-cached greedy and seeded sampling -> `Generation`s;
+  * `load_run_checkpoints` / `iter_models`: the base (step 0) and every checkpoint of a run,
+    swapping LoRA adapters or heads instead of reloading;
+  * `score_cached` / `generate_cached`: the same, cached per example in the results store.
+"""
+
+from finemem.engine.cache import generate_cached, id_seed, score_cached
+from finemem.engine.checkpoints import CheckpointRef, iter_models, load_run_checkpoints
+from finemem.engine.generate import Generation, generate
+from finemem.engine.score import TokenScores, score
+
+__all__ = ["CheckpointRef", "Generation", "TokenScores", "generate", "generate_cached",
+           "id_seed", "iter_models", "load_run_checkpoints", "score", "score_cached"]

@@ -1,0 +1,163 @@
+"""Scores and generations cached per example in the run's results store, so audits resume.
+
+Usage:
+    scores = score_cached(store, ref.content_hash, "ppl:completion", model, ids, pairs)
+    gens = generate_cached(store, ref.content_hash, "greedy:64", model, tok, ids, prompts,
+                           max_new_tokens=64)
+
+Rows live in ``Store.example_results`` keyed by (checkpoint content hash, example id, setting,
+kind). ``kind`` is "score" or "gen"; for generations the setting is extended with every
+generation option that changes the output. Each row also records a CRC of the example's tokens
+(and its seed), so an example id whose tokens changed is recomputed rather than served stale.
+Work is done and written in chunks of ``chunk`` examples: an interrupted call loses at most
+the chunk in flight and the next call computes only what is missing.
+
+Score rows are compact binary: header ``<4sIBI`` (magic b"FMS1", T, has_stats, crc), then
+float32 logprob and entropy, float32 mu and sigma when present, and the packed correct bits:
+about 8 (16 with Min-K%++ stats) bytes per token. Generation rows are JSON.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import struct
+import zlib
+
+import numpy as np
+
+from finemem.engine.generate import Generation, generate
+from finemem.engine.score import TokenScores, score
+from finemem.errors import UserError
+
+_HDR = struct.Struct("<4sIBI")
+_MAGIC = b"FMS1"
+
+
+def _crc(*seqs) -> int:
+    c = 0
+    for s in seqs:
+        c = zlib.crc32(np.asarray(s, dtype=np.int64).tobytes(), c)
+        c = zlib.crc32(b"|", c)
+    return c
+
+
+def pack_scores(s: TokenScores, crc: int) -> bytes:
+    has = s.mu is not None and s.sigma is not None
+    parts = [_HDR.pack(_MAGIC, len(s), int(has), crc), s.logprob.astype("<f4").tobytes(),
+             s.entropy.astype("<f4").tobytes()]
+    if has:
+        parts += [s.mu.astype("<f4").tobytes(), s.sigma.astype("<f4").tobytes()]
+    parts.append(np.packbits(s.correct.astype(bool)).tobytes())
+    return b"".join(parts)
+
+
+def unpack_scores(data: bytes) -> tuple[TokenScores, int]:
+    """(scores, crc) from `pack_scores` bytes."""
+    magic, T, has, crc = _HDR.unpack_from(data)
+    if magic != _MAGIC:
+        raise ValueError("not a finemem score row")
+    off, arrs = _HDR.size, []
+    for _ in range(4 if has else 2):
+        arrs.append(np.frombuffer(data, "<f4", T, off).astype(np.float32))
+        off += 4 * T
+    correct = np.unpackbits(np.frombuffer(data, np.uint8, offset=off), count=T).astype(bool)
+    lp, ent, *stats = arrs
+    return TokenScores(lp, correct, ent, *(stats or [None, None])), crc
+
+
+def _check_ids(example_ids, items, what: str) -> list[str]:
+    ids = [str(i) for i in example_ids]
+    if len(ids) != len(items):
+        raise UserError(f"{what}: got {len(ids)} example ids for {len(items)} items")
+    if len(set(ids)) != len(ids):
+        dup = next(i for i in ids if ids.count(i) > 1)
+        raise UserError(f"{what}: example id '{dup}' appears twice; ids key the cache, so "
+                        "give every example its own id")
+    return ids
+
+
+def score_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
+                 pairs: list[tuple[list[int], list[int]]], *, chunk: int = 1024,
+                 **kw) -> list[TokenScores]:
+    """`score` with per-example results read from / written to the results store.
+
+    ``setting`` names everything outside the pair that changes the scores (e.g. the
+    encoding); ``kw`` goes to `score`. Cached rows without Min-K%++ stats are recomputed when
+    ``min_k_stats`` is asked for.
+    """
+    ids = _check_ids(example_ids, pairs, "score_cached")
+    need_stats = kw.get("min_k_stats", True)
+    crcs = [_crc(c, t) for c, t in pairs]
+    out: list[TokenScores | None] = [None] * len(ids)
+    cached = store.get_examples(ckpt_hash, setting, "score", ids)
+    for i, eid in enumerate(ids):
+        if eid in cached:
+            s, crc = unpack_scores(cached[eid])
+            if crc == crcs[i] and (s.mu is not None or not need_stats):
+                out[i] = s
+    missing = [i for i, s in enumerate(out) if s is None]
+    for start in range(0, len(missing), chunk):
+        part = missing[start:start + chunk]
+        new = score(model, [pairs[i] for i in part], **kw)
+        store.put_examples((ckpt_hash, ids[i], setting, "score", pack_scores(s, crcs[i]))
+                           for i, s in zip(part, new))
+        for i, s in zip(part, new):
+            out[i] = s
+    return out  # type: ignore[return-value]
+
+
+def id_seed(example_id: str) -> int:
+    """A seed from an example id (independent of list order): first 8 bytes of its sha256."""
+    return int(hashlib.sha256(str(example_id).encode()).hexdigest()[:15], 16)
+
+
+def _gen_setting(setting: str, kw: dict) -> str:
+    keys = ("max_new_tokens", "do_sample", "temperature", "top_p", "top_k", "n", "stop_strings")
+    defaults = dict(do_sample=False, temperature=1.0, top_p=1.0, top_k=0, n=1,
+                    stop_strings=None)
+    d = {k: kw.get(k, defaults.get(k)) for k in keys}
+    if not d["do_sample"]:
+        d.update(temperature=None, top_p=None, top_k=None)
+    return setting + "|gen:" + hashlib.sha256(json.dumps(d, sort_keys=True).encode()
+                                              ).hexdigest()[:12]
+
+
+def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, example_ids: list,
+                    prompts: list[list[int]], *, seeds: list[int] | None = None,
+                    chunk: int = 256, **kw) -> list[list[Generation]]:
+    """`generate` with per-example results read from / written to the results store.
+
+    The default seed of an example is `id_seed(example_id)`, so a sample does not depend on
+    where the example sits in the list. ``kw`` goes to `generate` (max_new_tokens required).
+    """
+    if "max_new_tokens" not in kw:
+        raise UserError("generate_cached: pass max_new_tokens")
+    ids = _check_ids(example_ids, prompts, "generate_cached")
+    seeds = [id_seed(i) for i in ids] if seeds is None else [int(s) for s in seeds]
+    if len(seeds) != len(ids):
+        raise UserError(f"generate_cached: got {len(seeds)} seeds for {len(ids)} prompts")
+    key = _gen_setting(setting, kw)
+    sampled = bool(kw.get("do_sample", False))
+    crcs = [_crc(p, [s if sampled else 0]) for p, s in zip(prompts, seeds)]
+    out: list[list[Generation] | None] = [None] * len(ids)
+    pos = {e: i for i, e in enumerate(ids)}
+    for eid, blob in store.get_examples(ckpt_hash, key, "gen", ids).items():
+        row, i = json.loads(blob), pos[eid]
+        if row["crc"] == crcs[i]:
+            out[i] = [Generation(g[0], g[1], g[2], g[3], g[4]) for g in row["gens"]]
+    missing = [i for i, g in enumerate(out) if g is None]
+    for start in range(0, len(missing), chunk):
+        part = missing[start:start + chunk]
+        new = generate(model, tokenizer, [prompts[i] for i in part],
+                       seeds=[seeds[i] for i in part], **kw)
+        rows = []
+        for i, gs in zip(part, new):
+            out[i] = gs
+            gens = [[g.token_ids, g.text, g.finish_reason, g.first_token_entropy, g.seed]
+                    for g in gs]
+            rows.append((ckpt_hash, ids[i], key, "gen", json.dumps({"crc": crcs[i],
+                                                                     "gens": gens})))
+        store.put_examples(rows)
+    return out  # type: ignore[return-value]
+

@@ -1,0 +1,221 @@
+"""The checkpoints of a run, and the models behind them, loaded as cheaply as the kind allows.
+
+Usage:
+    refs = load_run_checkpoints(run_dir)        # step 0 (the base) + checkpoints/ by step
+    for ref, model in iter_models(run_dir):
+        scores = score(model, pairs)
+        del model                                # lets a full run free it before the next load
+
+Per kind of run:
+  * lora: the base is loaded once and wrapped once; later adapters are copied into the same
+    LoRA modules (``set_peft_model_state_dict``), or loaded under a new name and swapped in when
+    their adapter config differs. The base (step 0) is scored through ``disable_adapter``.
+  * head: the base is loaded once, its output head untied from the input embeddings, and each
+    checkpoint's ``lm_head.weight`` copied in (the base's own head is restored for step 0).
+  * full: one checkpoint at a time, freed (and the CUDA cache emptied) before the next load.
+
+Each ref carries the sha256 ``content_hash`` of its weight files (the results-store cache key).
+The base's hash is computed over its *.safetensors files once and remembered in
+``finemem_home()/engine/base_hashes.json`` by path, size and mtime.
+"""
+
+from __future__ import annotations
+
+import gc
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from finemem.errors import UserError
+
+CKPT_META = "finemem_ckpt.json"
+HEAD_KEY = "lm_head.weight"
+
+
+@dataclass(frozen=True)
+class CheckpointRef:
+    name: str  # "step-000120"; the base is "step-000000"
+    step: int
+    epoch: float
+    kind: str  # "base" | "full" | "lora" | "head"
+    path: str | None  # the checkpoint folder (None for the base)
+    base_model: str  # resolved base model folder or hub id
+    content_hash: str
+
+
+def _sha256_files(files: list[Path]) -> str:
+    """sha256 over the bytes of `files`, in order (as finemem.train writes content_hash)."""
+    h = hashlib.sha256()
+    for f in files:
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()
+
+
+def base_content_hash(base_model: str) -> str:
+    """Content hash of a base model folder's weights (memoised); 'hub:<id>' for a hub id."""
+    path = Path(base_model)
+    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
+    if not path.is_dir() or not files:
+        return "hub:" + base_model
+    from finemem.home import finemem_home
+
+    memo_file = finemem_home() / "engine" / "base_hashes.json"
+    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
+    memo = json.loads(memo_file.read_text("utf-8")) if memo_file.is_file() else {}
+    if key not in memo:
+        memo[key] = _sha256_files(files)
+        memo_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = memo_file.with_name(memo_file.name + f".{id(memo)}.tmp")
+        tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
+        tmp.replace(memo_file)
+    return memo[key]
+
+
+def _run_settings(run_dir: Path) -> dict:
+    import yaml
+
+    cfg_file = run_dir / "config.yaml"
+    if not cfg_file.is_file():
+        raise UserError("not a finemem run folder (no config.yaml); train it first with "
+                        "`finemem train`", source=str(run_dir))
+    return yaml.safe_load(cfg_file.read_text("utf-8")) or {}
+
+
+def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
+    """The base as step 0, then every complete folder in run_dir/checkpoints/, by step."""
+    run_dir = Path(run_dir)
+    settings = _run_settings(run_dir)
+    refs = []
+    for d in sorted((run_dir / "checkpoints").glob("step-*")):
+        meta_file = d / CKPT_META
+        if not (d.is_dir() and meta_file.is_file()):
+            continue  # not complete (finemem writes the metadata before the rename)
+        meta = json.loads(meta_file.read_text("utf-8"))
+        chash = meta.get("content_hash") or _sha256_files(sorted(d.glob("*.safetensors")))
+        refs.append(CheckpointRef(d.name, int(meta["step"]), float(meta.get("epoch", 0.0)),
+                                  meta["kind"], str(d), str(meta["base_model"]), chash))
+    refs.sort(key=lambda r: r.step)
+    if refs:
+        base = refs[0].base_model
+    else:
+        from finemem.models.load import resolve_model
+
+        base = resolve_model(str(settings.get("model", "builtin:tiny")))
+    base_ref = CheckpointRef("step-000000", 0, 0.0, "base", None, base, base_content_hash(base))
+    return [base_ref, *refs]
+
+
+def _free(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
+                device: str = "auto", dtype: str = "auto"):
+    """Yield (ref, model) for each ref (default: all of the run), in eval mode.
+
+    A yielded model is valid until the next iteration: a lora/head model is the same object
+    with other weights, and a full model is freed.
+    """
+    from finemem.models.load import load_model, pick_device
+
+    run_dir = Path(run_dir)
+    settings = _run_settings(run_dir)
+    refs = load_run_checkpoints(run_dir) if refs is None else list(refs)
+    kinds = {r.kind for r in refs} - {"base"}
+    if len(kinds) > 1:
+        raise UserError(f"checkpoints of several kinds in one run ({sorted(kinds)}); audit "
+                        "one run's checkpoints at a time", source=str(run_dir))
+    dev = pick_device(device)
+    load_kw = dict(device=dev, dtype=dtype,
+                   trust_remote_code=bool(settings.get("trust_remote_code", False)),
+                   allow_pickle=bool(settings.get("allow_pickle", False)))
+    if not refs:
+        return
+    base_spec = refs[0].base_model
+    kind = kinds.pop() if kinds else "base"
+    if kind == "full" or kind == "base":
+        for ref in refs:
+            model = load_model(ref.path if ref.kind == "full" else ref.base_model, **load_kw)
+            yield ref, model.eval()
+            del model
+            _free(dev)
+        return
+    base = load_model(base_spec, **load_kw).eval()
+    if kind == "lora":
+        yield from _iter_lora(base, refs)
+    else:
+        yield from _iter_head(base, refs)
+    del base
+    _free(dev)
+
+
+def _adapter_shape(path: Path) -> dict:
+    cfg = json.loads((path / "adapter_config.json").read_text("utf-8"))
+    keys = ("peft_type", "r", "lora_alpha", "target_modules", "use_rslora", "use_dora",
+            "rank_pattern", "alpha_pattern", "bias", "modules_to_save", "fan_in_fan_out")
+    return {k: cfg.get(k) for k in keys}
+
+
+def _iter_lora(base, refs):
+    from peft import PeftModel, set_peft_model_state_dict
+    from safetensors.torch import load_file
+
+    model, loaded_shape, active = None, None, "default"
+    for ref in refs:
+        if ref.kind == "base":
+            if model is None:
+                yield ref, base
+            else:
+                with model.disable_adapter():
+                    yield ref, model
+            continue
+        path = Path(ref.path)
+        shape = _adapter_shape(path)
+        if model is None:
+            model = PeftModel.from_pretrained(base, str(path), adapter_name=active).eval()
+        elif shape == loaded_shape:
+            sd = load_file(str(path / "adapter_model.safetensors"))
+            res = set_peft_model_state_dict(model, sd, adapter_name=active)
+            bad = list(getattr(res, "unexpected_keys", []) or [])
+            if bad:
+                raise UserError(f"adapter does not fit the loaded LoRA modules: unexpected "
+                                f"keys {bad[:3]}", source=str(path))
+        else:  # another adapter shape: load it beside, swap, drop the old one
+            new = f"a{ref.step}"
+            model.load_adapter(str(path), adapter_name=new)
+            model.set_adapter(new)
+            model.delete_adapter(active)
+            active = new
+        loaded_shape = shape
+        yield ref, model.eval()
+
+
+def _iter_head(base, refs):
+    from safetensors.torch import load_file
+
+    head = base.get_output_embeddings()
+    emb = base.get_input_embeddings()
+    if head is None or not isinstance(head, torch.nn.Linear):
+        raise UserError("head checkpoints need a model with a Linear output head")
+    if emb is not None and head.weight is emb.weight:  # tied: untie so swapping leaves inputs
+        head.weight = torch.nn.Parameter(head.weight.detach().clone())
+        base.config.tie_word_embeddings = False
+    original = head.weight.detach().clone()
+    for ref in refs:
+        if ref.kind == "base":
+            w = original
+        else:
+            w = load_file(str(Path(ref.path) / "head.safetensors")).get(HEAD_KEY)
+            if w is None or w.shape != head.weight.shape:
+                raise UserError(f"head.safetensors must hold '{HEAD_KEY}' of shape "
+                                f"{tuple(head.weight.shape)}", source=str(ref.path))
+        with torch.no_grad():
+            head.weight.copy_(w)
+        yield ref, base

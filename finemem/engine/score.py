@@ -1,0 +1,267 @@
+"""The teacher-forced scoring pass: one forward per (context, target) pair feeds every score.
+
+Usage:
+    enc = encode(tokenizer, example, loss_on="completion")
+    [s] = score(model, [(enc.context, enc.target)])
+    s.logprob, s.correct, s.nll_mean, s.exact, s.extraction_strength
+
+How it runs:
+  * pairs are sorted by length (longest first) and packed into batches of at most
+    ``max_tokens_per_batch`` padded tokens (rows x longest row); a pair longer than the
+    budget gets a batch of its own;
+  * rows are right-padded and position ids are ``0..L-1``. Under a causal mask a real token
+    never sees a pad that follows it, so the pads change nothing and no padding mask is needed
+    (the invariance tests check this);
+  * the model body runs once; the output head is applied only to the hidden states that
+    predict target tokens, in chunks of at most ``_CHUNK_ELEMS`` logits, and each chunk is
+    reduced (log_softmax -> gather, argmax, entropy, moments) before the next one, so
+    full-vocabulary logits never outlive one chunk;
+  * results come back in input order as float32 / bool numpy arrays.
+
+Argmax ties: ``torch.argmax`` returns the first maximal index, as Hugging Face greedy decoding
+does, so on a tie a token counts as correct only if it is the lowest-index maximum. With that
+rule ``all(correct)`` is exactly "greedy decoding from the context reproduces the target".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from finemem.errors import UserError
+
+_CHUNK_ELEMS = 1 << 23  # logits per reduction chunk (32 MiB in float32)
+_LOGP_FLOOR = -1e4  # log p below this has p == 0 in float32; keeps 0 * log 0 finite
+
+
+@dataclass
+class TokenScores:
+    """Per-target-token results of one teacher-forced pass (arrays of shape (T,)).
+
+    Attributes
+    ----------
+    logprob : float32, log p(y_t | context, y_<t) (natural log).
+    correct : bool, argmax_z p(z | ...) == y_t (first maximal index wins a tie).
+    entropy : float32, H_t = -sum_z p(z) log p(z) of the predictive distribution (nats).
+    mu, sigma : float32 or None, mean and standard deviation of log p(z) for z ~ p, i.e.
+        mu_t = sum_z p(z) log p(z) (= -H_t) and sigma_t^2 = sum_z p(z) (log p(z) - mu_t)^2,
+        the normalisers of Min-K%++ (Zhang et al. 2024). None when min_k_stats=False.
+    """
+
+    logprob: np.ndarray
+    correct: np.ndarray
+    entropy: np.ndarray
+    mu: np.ndarray | None = None
+    sigma: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return int(self.logprob.size)
+
+    @property
+    def nll_sum(self) -> float:
+        """-sum_t log p(y_t)."""
+        return float(-self.logprob.astype(np.float64).sum())
+
+    @property
+    def nll_mean(self) -> float:
+        """-(1/T) sum_t log p(y_t); nan for an empty target."""
+        return self.nll_sum / len(self) if len(self) else math.nan
+
+    @property
+    def ppl(self) -> float:
+        """exp(nll_mean)."""
+        return math.exp(self.nll_mean) if len(self) else math.nan
+
+    @property
+    def token_acc(self) -> float:
+        """Share of target tokens whose argmax is right."""
+        return float(self.correct.mean()) if len(self) else math.nan
+
+    @property
+    def exact(self) -> bool:
+        """Every argmax right: greedy decoding reproduces the whole target."""
+        return bool(self.correct.all())
+
+    @property
+    def leading_match(self) -> int:
+        """Target tokens greedy decoding reproduces before its first miss."""
+        wrong = np.flatnonzero(~self.correct)
+        return int(wrong[0]) if wrong.size else len(self)
+
+    @property
+    def extraction_strength(self) -> float:
+        """1 - k/T, k the first position after the last miss (0 if none): the share of the
+        target greedy decoding completes from the shortest true target prefix."""
+        if not len(self):
+            return math.nan
+        wrong = np.flatnonzero(~self.correct)
+        k = int(wrong[-1]) + 1 if wrong.size else 0
+        return 1.0 - k / len(self)
+
+
+def plan_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
+    """Indices grouped longest-first so that len(batch) * longest <= max_tokens."""
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    cur: list[int] = []
+    for i in order:
+        longest = lengths[cur[0]] if cur else lengths[i]
+        if cur and (len(cur) + 1) * longest > max_tokens:
+            batches.append(cur)
+            cur = []
+        cur.append(i)
+    if cur:
+        batches.append(cur)
+    return batches
+
+
+def _split(model):
+    """(body, head) when the head can be applied to chosen hidden states, else None."""
+    cfg = getattr(model, "config", None)
+    if cfg is not None and (getattr(cfg, "final_logit_softcapping", None)
+                            or getattr(cfg, "logit_scale", None)):
+        return None  # the head is more than a Linear; use the model's own forward
+    try:
+        body, head = model.get_decoder(), model.get_output_embeddings()
+    except (AttributeError, NotImplementedError):
+        return None
+    if body is None or not isinstance(head, torch.nn.Linear):
+        return None
+    return body, head
+
+
+def _device(model) -> torch.device:
+    return next(model.parameters()).device
+
+
+def _reduce(logits: torch.Tensor, tgt: torch.Tensor, min_k_stats: bool) -> list[torch.Tensor]:
+    """Per-row stats of a (n, V) logit chunk; consumes `logits`."""
+    logits = logits.float()
+    correct = logits.argmax(-1) == tgt  # on raw logits, as greedy decoding does  # (n,)
+    logp = torch.log_softmax(logits, -1)  # (n, V)
+    del logits
+    tok_lp = logp.gather(-1, tgt[:, None]).squeeze(-1)  # (n,)
+    logp.clamp_(min=_LOGP_FLOOR)
+    plogp = logp.exp().mul_(logp)  # p log p, (n, V)
+    mu = plogp.sum(-1)  # (n,) = -entropy
+    out = [tok_lp, correct, -mu]
+    if min_k_stats:
+        second = plogp.mul_(logp).sum(-1)  # sum p (log p)^2
+        out += [mu, (second - mu * mu).clamp_(min=0).sqrt_()]
+    return out
+
+
+def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[list[torch.Tensor]]:
+    dev = _device(model)
+    seqs = [rows[i][0] + rows[i][1] for i in range(len(rows))]
+    L = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
+    b_idx, p_idx, tgt = [], [], []
+    for b, (ctx, target) in enumerate(rows):
+        ids[b, :len(ctx) + len(target)] = torch.tensor(ctx + target, dtype=torch.long)
+        b_idx += [b] * len(target)
+        p_idx += range(len(ctx) - 1, len(ctx) + len(target) - 1)  # state predicting token
+        tgt += target
+    ids = ids.to(dev)
+    pos = torch.arange(L, device=dev).expand(len(seqs), L)
+    b_idx = torch.tensor(b_idx, device=dev)
+    p_idx = torch.tensor(p_idx, device=dev)
+    tgt = torch.tensor(tgt, dtype=torch.long, device=dev)
+    if parts is not None:
+        body, head = parts
+        hidden = body(input_ids=ids, position_ids=pos, use_cache=False)[0]  # (B, L, H)
+        hidden = hidden[b_idx, p_idx]  # (N, H)
+        del_after = True
+    else:
+        first = int(p_idx.min())
+        logits_all = model(input_ids=ids, position_ids=pos, use_cache=False,
+                           logits_to_keep=torch.arange(first, L - 1, device=dev)).logits
+        hidden, del_after = logits_all[b_idx, p_idx - first], False  # (N, V) already logits
+    n_tok = hidden.shape[0]
+    vocab = parts[1].out_features if parts is not None else hidden.shape[-1]
+    step = max(1, _CHUNK_ELEMS // vocab)
+    stats: list[list[torch.Tensor]] = []
+    for s in range(0, n_tok, step):
+        chunk = hidden[s:s + step]
+        logits = parts[1](chunk) if del_after else chunk
+        stats.append(_reduce(logits, tgt[s:s + step], min_k_stats))
+    cols = [torch.cat(c).cpu() for c in zip(*stats)]
+    # split the flat token axis back into rows
+    sizes = [len(t) for _, t in rows]
+    return [list(x) for x in zip(*(torch.split(c, sizes) for c in cols))]
+
+
+def _check(pairs) -> list[int]:
+    lengths = []
+    for i, pair in enumerate(pairs):
+        if not (isinstance(pair, (tuple, list)) and len(pair) == 2):
+            raise UserError(f"score: pair {i} is not a (context_ids, target_ids) tuple; build "
+                            "pairs as (enc.context, enc.target) from finemem.data.format.encode")
+        ctx, tgt = pair
+        if len(tgt) and not len(ctx):
+            raise UserError(f"score: pair {i} has an empty context, so its first target token "
+                            "has no prediction; encode with a tokenizer that has a bos token "
+                            "or move the first target token into the context")
+        lengths.append(len(ctx) + len(tgt))
+    return lengths
+
+
+@torch.inference_mode()
+def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_batch: int = 16384,
+          min_k_stats: bool = True, progress: bool = False) -> list[TokenScores]:
+    """Teacher-forced scores of every target token of every pair, in input order.
+
+    Parameters
+    ----------
+    model : a causal LM (Hugging Face or peft-wrapped), on its device.
+    pairs : list of (context_ids, target_ids); target_ids are the scored tokens.
+    max_tokens_per_batch : padded tokens (rows x longest row) per forward pass.
+    min_k_stats : also compute ``mu`` and ``sigma`` (one more pass over each logit chunk).
+    progress : show a progress bar over batches.
+
+    Returns
+    -------
+    list of TokenScores, one per pair, arrays of shape (len(target_ids),).
+    """
+    lengths = _check(pairs)
+    if max_tokens_per_batch < 1:
+        raise UserError("score: max_tokens_per_batch must be >= 1")
+    out: list[TokenScores | None] = [None] * len(pairs)
+    empty = np.zeros(0, np.float32)
+    todo = []
+    for i, (ctx, tgt) in enumerate(pairs):
+        if len(tgt):
+            todo.append(i)
+        else:
+            out[i] = TokenScores(empty, np.zeros(0, bool), empty,
+                                 empty if min_k_stats else None, empty if min_k_stats else None)
+    batches = [[todo[j] for j in b] for b in plan_batches([lengths[i] for i in todo],
+                                                          max_tokens_per_batch)]
+    parts = _split(model)
+    pad_id = 0
+    was_training = model.training
+    model.eval()
+    try:
+        for batch in _progress(batches, progress, "scoring"):
+            rows = [(list(pairs[i][0]), list(pairs[i][1])) for i in batch]
+            for i, cols in zip(batch, _score_batch(model, parts, rows, min_k_stats, pad_id)):
+                arr = [c.numpy() for c in cols]
+                out[i] = TokenScores(arr[0].astype(np.float32), arr[1].astype(bool),
+                                     arr[2].astype(np.float32),
+                                     *(a.astype(np.float32) for a in arr[3:]))
+    finally:
+        model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def _progress(items, on: bool, desc: str):
+    if not on:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm ships with transformers
+        return items
+    return tqdm(items, desc=desc)
