@@ -1,0 +1,1 @@
+"""Reports: terminal tables and plots written to a run's report/ folder."""
