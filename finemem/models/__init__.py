@@ -1,0 +1,1 @@
+"""Built-in base models (`builtin:test|tiny|small|base`): see `finemem.models.base`."""

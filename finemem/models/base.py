@@ -1,0 +1,128 @@
+"""Self-built base models: a byte-level BPE tokenizer and a small Llama pretrained from scratch.
+
+Usage:
+    from finemem.models.base import build_base
+    path = build_base("tiny")          # builds once (~3 min on 2 cores), then reuses the cache
+    model = AutoModelForCausalLM.from_pretrained(path)
+
+The pretraining corpus mixes `pretrain_texts` of every registered task (drawn with other seeds
+than the fine-tuning splits, and disjoint from them). A built model lives in
+`finemem_home()/base/<size>-<hash12>/`, where the hash covers the size spec, the corpus spec (task
+list, each task's spec and source, CORPUS_VERSION), the seeds and the tokenizer spec, so a second
+call with the same inputs returns at once. Folders are written atomically (temp dir + rename).
+
+Sequence format used everywhere in finemem:
+    prompt/completion example:  [bos] + tok(prompt) + tok(completion) + [eos]
+    pretraining text:           [bos] + tok(text) + [eos]
+with each part tokenized separately (add_special_tokens=False).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import inspect
+import json
+import math
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+from finemem.errors import UserError
+from finemem.home import finemem_home
+
+CORPUS_VERSION = 1  # bump when the mixing below changes
+BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+
+# Model, tokenizer, corpus and schedule per size. `arith_share` is arith's fraction of the
+# corpus texts (the rest is split evenly over the other registered tasks).
+SIZES: dict[str, dict] = {
+    "test": dict(hidden=64, layers=2, heads=4, ffn=160, vocab=1024, ctx=256, texts=3000,
+                 steps=40, batch=8, lr=3e-3, warmup=5, final_lr_frac=0.1, arith_share=0.5),
+    "tiny": dict(hidden=128, layers=4, heads=4, ffn=384, vocab=2048, ctx=256, texts=30000,
+                 steps=600, batch=16, lr=2e-3, warmup=30, final_lr_frac=0.3, arith_share=0.6),
+    "small": dict(hidden=256, layers=6, heads=8, ffn=768, vocab=4096, ctx=512, texts=80000,
+                  steps=3000, batch=16, lr=1.5e-3, warmup=100, final_lr_frac=0.2,
+                  arith_share=0.5),
+    "base": dict(hidden=384, layers=10, heads=6, ffn=1152, vocab=4096, ctx=512, texts=200000,
+                 steps=8000, batch=32, lr=1e-3, warmup=300, final_lr_frac=0.1, arith_share=0.4),
+}
+SEEDS = {"corpus": 1234, "model": 0}
+
+
+def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path:
+    """Build (or reuse) the built-in base model of the given size; return its HF folder.
+
+    Parameters
+    ----------
+    size : {"test", "tiny", "small", "base"}
+    force : rebuild even when a cached folder exists.
+    progress : show rich progress bars.
+    """
+    if size not in SIZES:
+        raise UserError(f"unknown base size '{size}'; choose one of: {', '.join(SIZES)}",
+                        field="size")
+    spec = build_spec(size)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    root = finemem_home() / "base"
+    final = root / f"{size}-{digest}"
+    if final.is_dir() and (final / "finemem_base.json").exists() and not force:
+        return final
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{size}-{digest}-", dir=root))
+    try:
+        t0 = time.time()
+        from finemem.models import _pretrain
+
+        info = _pretrain.build(spec, tmp, progress=progress)
+        info.update(size=size, hash=digest, spec=spec, build_seconds=round(time.time() - t0, 1))
+        (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
+        if final.exists():  # forced rebuild (or a concurrent build won): replace it
+            shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return final
+
+
+def build_spec(size: str) -> dict:
+    """Everything a base model is built from; its hash names the cache folder."""
+    from finemem.data.tasks import get_task, task_names
+
+    tasks = {}
+    for name in task_names():
+        task = get_task(name)
+        tasks[name] = task.spec() if callable(getattr(task, "spec", None)) else None
+    # The generators' source (tasks and their word banks): any edit means a new corpus.
+    pkg = Path(inspect.getfile(importlib.import_module("finemem.data.tasks"))).parent
+    src = hashlib.sha256()
+    for f in sorted(pkg.glob("*.py")):
+        src.update(f.name.encode() + b"\0" + f.read_bytes())
+    return {"size": dict(SIZES[size]),
+            "corpus": {"version": CORPUS_VERSION, "tasks": tasks,
+                       "source_sha": src.hexdigest()[:16]},
+            "seeds": dict(SEEDS),
+            "tokenizer": {"kind": "byte-level-bpe", "vocab": SIZES[size]["vocab"],
+                          "special": [BOS, EOS, PAD], "numbers": "0-99 forced single tokens"}}
+
+
+def parse_builtin(name: str) -> str | None:
+    """'builtin:tiny' -> 'tiny'; anything else -> None."""
+    if not name.startswith("builtin:"):
+        return None
+    size = name.split(":", 1)[1]
+    if size not in SIZES:
+        raise UserError(f"unknown built-in model '{name}'; choose one of: "
+                        f"{', '.join('builtin:' + s for s in SIZES)}", field="model")
+    return size
+
+
+def lr_at(step: int, *, lr: float, warmup: int, total: int, final_lr_frac: float) -> float:
+    """Linear warmup, then cosine from lr down to final_lr_frac * lr at the last step."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return lr * (final_lr_frac + (1 - final_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))

@@ -1,0 +1,91 @@
+"""The self-built base model: `test`-size build, cache reuse, a loadable HF folder."""
+
+import json
+import math
+
+import pytest
+
+from finemem.errors import UserError
+from finemem.models.base import build_base, build_spec, lr_at, parse_builtin
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    home = tmp_path_factory.mktemp("fmhome")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("FINEMEM_HOME", str(home))
+    path = build_base("test", progress=False)
+    yield home, path
+    mp.undo()
+
+
+def test_build_writes_a_complete_folder_under_finemem_home(built):
+    home, path = built
+    assert path.parent == home / "base" and path.name.startswith("test-")
+    for f in ("config.json", "model.safetensors", "tokenizer.json", "finemem_base.json"):
+        assert (path / f).exists(), f
+    info = json.loads((path / "finemem_base.json").read_text())
+    assert info["size"] == "test" and path.name == f"test-{info['hash']}"
+    assert 100_000 < info["n_params"] < 1_000_000
+    assert info["corpus_texts"]["arith"] > 0
+    assert [p.name for p in path.parent.iterdir() if p.name.startswith(".")] == []  # no temp
+
+
+@pytest.mark.integration
+def test_second_call_reuses_the_cache(built, monkeypatch):
+    home, path = built
+    monkeypatch.setenv("FINEMEM_HOME", str(home))
+    stamp = (path / "model.safetensors").stat().st_mtime_ns
+    import finemem.models._pretrain as pre
+
+    monkeypatch.setattr(pre, "build", lambda *a, **k: pytest.fail("rebuilt instead of reusing"))
+    assert build_base("test", progress=False) == path
+    assert (path / "model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_folder_loads_with_auto_classes_and_round_trips_text(built):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    _, path = built
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForCausalLM.from_pretrained(path)
+    text = "Question: Mira has 17 quills.\nAnswer: Okay, we count the story.\n#### 23"
+    ids = tok(text, add_special_tokens=False)["input_ids"]
+    assert tok.decode(ids) == text
+    assert tok.bos_token_id is not None and tok.eos_token_id is not None
+    assert tok.pad_token_id is not None
+    for n in range(31):  # arith's numbers are single tokens, with and without a space
+        assert len(tok(f" {n}", add_special_tokens=False)["input_ids"]) == 1, n
+        assert len(tok(f"{n}", add_special_tokens=False)["input_ids"]) == 1, n
+    seq = torch.tensor([[tok.bos_token_id] + ids + [tok.eos_token_id]])
+    with torch.no_grad():
+        out = model(input_ids=seq, labels=seq)
+    assert out.logits.shape == (1, seq.shape[1], len(tok))
+    assert math.isfinite(out.loss.item())
+
+
+def test_spec_hash_inputs_cover_tasks_and_seeds():
+    spec = build_spec("test")
+    assert "arith" in spec["corpus"]["tasks"]
+    assert spec["corpus"]["tasks"]["arith"]["version"] >= 1
+    assert len(spec["corpus"]["source_sha"]) == 16
+    assert set(spec) == {"size", "corpus", "seeds", "tokenizer"}
+    assert build_spec("tiny")["size"] != spec["size"]
+
+
+def test_lr_schedule_hand_values():
+    kw = dict(lr=1.0, warmup=10, total=110, final_lr_frac=0.2)
+    assert lr_at(0, **kw) == pytest.approx(0.1)
+    assert lr_at(9, **kw) == pytest.approx(1.0)
+    assert lr_at(60, **kw) == pytest.approx(0.2 + 0.8 * 0.5)  # halfway through the cosine
+    assert lr_at(110, **kw) == pytest.approx(0.2)
+
+
+def test_builtin_names_and_bad_size():
+    assert parse_builtin("builtin:tiny") == "tiny"
+    assert parse_builtin("gpt2") is None
+    with pytest.raises(UserError, match="builtin:tiny"):
+        parse_builtin("builtin:huge")
+    with pytest.raises(UserError, match="unknown base size"):
+        build_base("huge")
