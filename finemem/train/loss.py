@@ -17,6 +17,11 @@ import torch.nn.functional as F
 IGNORE = -100
 
 
+def _upcast(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits are upcast to float32 for the softmax; float64 stays float64."""
+    return logits if logits.dtype in (torch.float32, torch.float64) else logits.float()
+
+
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """Labels aligned with the logits: out[:, t] = labels[:, t + 1]; the last position gets -100.
 
@@ -35,10 +40,10 @@ def token_ce(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     Returns
     -------
-    (B, T) float32 tensor; entry t is the loss of predicting labels[:, t + 1].
+    (B, T) float tensor (at least float32); entry t is the loss of predicting labels[:, t + 1].
     """
     tgt = shift_labels(labels)  # (B, T)
-    ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+    ce = F.cross_entropy(_upcast(logits).flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
                          reduction="none")  # (B*T,)
     return ce.view(tgt.shape)
 
@@ -52,7 +57,7 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     """
     tgt = shift_labels(labels)
     n = (tgt != IGNORE).sum().clamp(min=1)
-    ce = F.cross_entropy(logits.float().flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
+    ce = F.cross_entropy(_upcast(logits).flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
                          reduction="sum")
     return ce / n
 

@@ -14,6 +14,8 @@ Usage:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 
@@ -115,7 +117,9 @@ def apply_method(model: nn.Module, training) -> nn.Module:
         targets = resolve_lora_targets(model, lc.target_modules)
         config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
                             target_modules=targets, task_type="CAUSAL_LM")
-        return get_peft_model(model, config)
+        with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+            return get_peft_model(model, config)
     raise UserError(f"unknown method '{method}'; expected full, lora or head",
                     field="training.method")
 

@@ -1,0 +1,80 @@
+"""`finemem train --config run.yaml [flags]`: fine-tune and keep every checkpoint.
+
+Flags override the file (`--lr 3e-4`, or any key with `--set training.epochs=5`). Rerunning on
+the same run folder resumes an interrupted run; a finished run is left as it is.
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import typer
+import yaml
+
+from finemem.errors import UserError
+
+
+def parse_sets(items: list[str]) -> dict:
+    """['training.epochs=5', 'data.train.n=100'] -> {'training.epochs': 5, ...} (YAML values)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set expects key=value, got '{item}'", field="--set")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError:
+            raise UserError(f"--set {key}: cannot parse value '{value}'", field=key) from None
+    return out
+
+
+def print_summary(summary: dict) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    if summary["already_complete"]:
+        console.print(f"[bold]run is already complete[/bold]: {summary['run_dir']} "
+                      f"({len(summary['checkpoints'])} checkpoints); nothing to do")
+        return
+    if summary["resumed_from"]:
+        console.print(f"resumed from {summary['resumed_from']}")
+    table = Table(title="train loss per epoch", show_edge=False)
+    table.add_column("epoch", justify="right")
+    table.add_column("loss", justify="right")
+    for i, loss in enumerate(summary["loss_per_epoch"], 1):
+        table.add_row(str(i), f"{loss:.4f}")
+    console.print(table)
+    ck = summary["checkpoints"]
+    shown = ", ".join(ck) if len(ck) <= 6 else f"{', '.join(ck[:3])}, ..., {', '.join(ck[-2:])}"
+    console.print(f"checkpoints written: {len(ck)} ({shown})")
+    console.print(f"run folder: [bold]{summary['run_dir']}[/bold]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train_command(
+        config: str = typer.Option(..., "--config", "-c", help="run config YAML"),
+        run_dir: Optional[str] = typer.Option(None, "--run-dir", help="override run_dir"),
+        model: Optional[str] = typer.Option(None, "--model", help="override model"),
+        method: Optional[str] = typer.Option(None, "--method", help="full | lora | head"),
+        lr: Optional[float] = typer.Option(None, "--lr", help="learning rate"),
+        epochs: Optional[int] = typer.Option(None, "--epochs"),
+        max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+        batch_size: Optional[int] = typer.Option(None, "--batch-size"),
+        seed: Optional[int] = typer.Option(None, "--seed"),
+        set_: list[str] = typer.Option([], "--set", help="any key, e.g. training.epochs=5"),
+        force: bool = typer.Option(False, "--force",
+                                   help="delete a run folder holding another config"),
+        progress: bool = typer.Option(True, "--progress/--no-progress"),
+    ) -> None:
+        """Fine-tune a model (full, LoRA or head-only) and keep every checkpoint."""
+        from finemem.config import load_config
+        from finemem.train import train
+
+        overrides = {"run_dir": run_dir, "model": model, "training.method": method,
+                     "training.lr": lr, "training.epochs": epochs,
+                     "training.max_steps": max_steps, "training.batch_size": batch_size,
+                     "training.seed": seed, **parse_sets(set_)}
+        cfg = load_config(config, overrides=overrides)
+        print_summary(train(cfg, force=force, progress=progress))
