@@ -1,0 +1,3 @@
+from finemem.cli import main
+
+main()
