@@ -1,0 +1,33 @@
+"""`finemem base build --size tiny` and `finemem base list`."""
+
+from __future__ import annotations
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    base_app = typer.Typer(help="The self-built base models (builtin:<size>).",
+                           no_args_is_help=True)
+
+    @base_app.command("build")
+    def build(size: str = typer.Option("tiny", help="test | tiny | small | base"),
+              force: bool = typer.Option(False, help="rebuild even if cached")) -> None:
+        """Train the tokenizer and pretrain the base model of SIZE; cached in $FINEMEM_HOME."""
+        from finemem.models.base import SIZES, build_base
+        from finemem.errors import UserError
+
+        if size not in SIZES:
+            raise UserError(f"unknown size '{size}'; available: {', '.join(SIZES)}",
+                            field="--size")
+        typer.echo(build_base(size, force=force))
+
+    @base_app.command("list")
+    def list_() -> None:
+        """Show the cached base models."""
+        from finemem.home import finemem_home
+
+        for d in sorted((finemem_home() / "base").glob("*")):
+            if d.is_dir() and (d / "config.json").is_file():
+                typer.echo(d)
+
+    app.add_typer(base_app, name="base")
