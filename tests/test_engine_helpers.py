@@ -31,14 +31,15 @@ def char_tokenizer():
                                    pad_token="<pad>", unk_token="<unk>")
 
 
-def tiny_llama(vocab_size: int, *, seed: int = 0, hidden: int = 48, layers: int = 2):
+def tiny_llama(vocab_size: int, *, seed: int = 0, hidden: int = 48, layers: int = 2,
+               tie: bool = False):
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     cfg = LlamaConfig(vocab_size=vocab_size, hidden_size=hidden, intermediate_size=2 * hidden,
                       num_hidden_layers=layers, num_attention_heads=4, num_key_value_heads=2,
                       max_position_embeddings=256, bos_token_id=1, eos_token_id=2,
-                      pad_token_id=0, tie_word_embeddings=False)
+                      pad_token_id=0, tie_word_embeddings=tie)
     return LlamaForCausalLM(cfg).eval()
 
 
@@ -85,7 +86,7 @@ def memorized():
     pairs = encode_all(tok, texts(32))
     n_train = 16
     model = tiny_llama(len(tok), seed=1)
-    finetune(model, [c + t for c, t in pairs[:n_train]], steps=150, lr=1e-2)
+    finetune(model, [c + t for c, t in pairs[:n_train]], steps=100, lr=1e-2)
     return model, tok, pairs, n_train
 
 
