@@ -4,7 +4,7 @@ Usage:
     from finemem.train import train
     summary = train(load_config("run.yaml"))   # {"run_dir", "checkpoints", "loss_per_epoch", ...}
 
-Built on `accelerate.Accelerator`, so `accelerate launch -m finemem.cli train ...` spreads the
+Built on `accelerate.Accelerator`, so `accelerate launch $(which finemem) train ...` spreads the
 micro-batches over processes. AdamW, a transformers scheduler (constant / linear / cosine, with
 warmup), gradient accumulation and clipping. `max_steps`, when set, overrides `epochs` (as in
 the HF Trainer). Each micro-batch loss is the mean over its loss tokens; an optimizer step
@@ -66,7 +66,6 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     dict with run_dir, checkpoints (names, by step), loss_per_epoch (mean step loss of each
     epoch), resumed_from (checkpoint name or None), already_complete, steps.
     """
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     run_dir = Path(cfg.run_dir)
@@ -81,7 +80,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     if state == "same" and not force and _is_done(run_dir):
         return _summary(run_dir, resumed_from=None, already_complete=True)
 
-    acc = Accelerator(cpu=cfg.device == "cpu")
+    acc = make_accelerator(cfg.device)
     set_seed(cfg.training.seed)
     with quiet_hf():
         prep = prepare(cfg, device=acc.device)  # every input check happens here, before writes
@@ -105,6 +104,23 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
             store.set_status(cfg.digest(), "complete")
     return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
                     already_complete=False)
+
+
+def make_accelerator(device: str):
+    """An `Accelerator` on `device` ('auto', 'cpu', 'cuda', 'mps').
+
+    accelerate keeps one process-wide state; in a single process (not `accelerate launch`) it
+    is reset first, so that consecutive runs in one Python process may use different devices.
+    """
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    from finemem.models.load import pick_device
+
+    pick_device(device)  # a clear error for 'cuda' without CUDA
+    if PartialState._shared_state and PartialState._shared_state.get("num_processes", 1) == 1:
+        AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=device == "cpu")
 
 
 def _is_done(run_dir: Path) -> bool:
@@ -237,14 +253,14 @@ class _Trainer:
                     elif len(self.pending) >= LOG_EVERY:
                         self._flush()
                     if bar is not None:
-                        bar.advance(step, self.pending, self.store)
+                        bar.advance(step, self.pending)
                     if self.crash_after is not None and step == self.crash_after:
                         raise SimulatedCrash(f"{CRASH_ENV}={step}")
         self._flush()
 
 
 class _Bar:
-    """A rich progress bar over optimizer steps showing the latest logged loss."""
+    """A rich progress bar over optimizer steps showing the latest step loss."""
 
     def __init__(self, total: int, start: int):
         from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
@@ -252,28 +268,23 @@ class _Bar:
 
         self.p = Progress(TextColumn("train"), BarColumn(), MofNCompleteColumn(),
                           TextColumn("{task.fields[loss]}"), TimeElapsedColumn(),
-                          TimeRemainingColumn(), transient=False)
+                          TimeRemainingColumn())
         self.task = self.p.add_task("train", total=total, completed=start, loss="")
-        self.last = time.monotonic()
+        self.last = 0.0
 
-    def advance(self, step: int, pending, store: Store) -> None:
-        loss = ""
-        if time.monotonic() - self.last > 1.0:  # reading the loss syncs; do it once a second
+    def advance(self, step: int, pending) -> None:
+        fields = {}
+        if pending and time.monotonic() - self.last > 1.0:  # reading a loss syncs: 1/second
             self.last = time.monotonic()
-            if pending:
-                loss = f"loss {float(pending[-1][2]):.4f}"
-        self.p.update(self.task, completed=step, **({"loss": loss} if loss else {}))
+            fields["loss"] = f"loss {float(pending[-1][2]):.4f}"
+        self.p.update(self.task, completed=step, **fields)
 
 
-class _progress_bar:
-    def __init__(self, enabled: bool, total: int, start: int):
-        self.bar = _Bar(total, start) if enabled else None
-
-    def __enter__(self):
-        if self.bar is not None:
-            self.bar.p.start()
-        return self.bar
-
-    def __exit__(self, *exc):
-        if self.bar is not None:
-            self.bar.p.stop()
+@contextmanager
+def _progress_bar(enabled: bool, total: int, start: int):
+    if not enabled:
+        yield None
+        return
+    bar = _Bar(total, start)
+    with bar.p:
+        yield bar
