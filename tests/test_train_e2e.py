@@ -207,3 +207,19 @@ def test_builtin_test_model_with_mar_loss(tmp_path):
     s = train(cfg, progress=False)
     assert s["checkpoints"] == ["step-000002"] and len(s["loss_per_epoch"]) == 1
     assert 0 < s["loss_per_epoch"][0] < 20
+
+
+def test_resume_refuses_changed_data(assets, tmp_path, monkeypatch):
+    data = tmp_path / "train.jsonl"
+    data.write_text(Path(assets["data"]).read_text())
+    cfg = make_cfg(assets, tmp_path / "run", max_steps=4, save_every=2)
+    cfg.data.train.source = str(data)
+    monkeypatch.setenv(CRASH_ENV, "3")
+    with pytest.raises(SimulatedCrash):
+        train(cfg, progress=False)
+    monkeypatch.delenv(CRASH_ENV)
+    data.write_text(data.read_text().replace("plus 1 is", "plus one is"))
+    with pytest.raises(UserError, match="training data changed"):
+        train(cfg, progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == \
+        ["step-000002"]

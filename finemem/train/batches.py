@@ -41,6 +41,17 @@ def encode_examples(tokenizer, examples, *, loss_on: str, max_length: int | None
     return out
 
 
+def items_digest(items: list[tuple[torch.Tensor, torch.Tensor]]) -> str:
+    """sha256 of the tokenized training set (ids and labels, in order): a resume checks that
+    the data it replays is the data the run started with."""
+    h = hashlib.sha256()
+    for ids, labels in items:
+        h.update(ids.numpy().tobytes())
+        h.update(labels.numpy().tobytes())
+        h.update(b"|")
+    return h.hexdigest()[:16]
+
+
 def epoch_seed(seed: int, epoch: int) -> int:
     """A 63-bit generator seed that depends only on (seed, epoch)."""
     digest = hashlib.sha256(f"finemem-order:{seed}:{epoch}".encode()).digest()

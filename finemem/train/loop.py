@@ -31,7 +31,7 @@ from finemem.config import RunConfig
 from finemem.errors import UserError
 from finemem.store import Store
 from finemem.train import checkpoint as ck
-from finemem.train.batches import collate, epoch_batches
+from finemem.train.batches import collate, epoch_batches, items_digest
 from finemem.train.loss import causal_lm_loss
 from finemem.train.methods import param_groups
 from finemem.train.setup import init_run_dir, prepare, run_dir_state
@@ -96,6 +96,10 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     resumed = ck.read_state(run_dir)
     if resumed is not None and resumed.get("done"):
         return _summary(run_dir, resumed_from=None, already_complete=True)
+    if resumed is not None and resumed.get("data_digest") != items_digest(prep.items):
+        raise UserError("the training data changed since this run started, so it cannot "
+                        "resume; restore the data, or use --force to start over",
+                        source=str(run_dir), field="data.train")
     with Store(run_dir / "results.sqlite") as store:
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
@@ -155,6 +159,7 @@ class _Trainer:
         self.steps_per_epoch = math.ceil(n_micro / self.t.grad_accum)
         self.total_steps = self.t.max_steps or self.t.epochs * self.steps_per_epoch
         self.pending: list[tuple[int, float, torch.Tensor, float]] = []
+        self.data_digest = items_digest(prep.items)
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
 
@@ -185,7 +190,8 @@ class _Trainer:
                                       "total_steps": self.total_steps,
                                       "steps_per_epoch": self.steps_per_epoch,
                                       "done": step == self.total_steps,
-                                      "config_digest": self.cfg.digest()})
+                                      "config_digest": self.cfg.digest(),
+                                      "data_digest": self.data_digest})
         with quiet_hf():
             info = ck.save_checkpoint(self.acc.unwrap_model(model), self.run_dir / "checkpoints",
                                       step=step, epoch=epoch, kind=self.kind,
@@ -204,6 +210,13 @@ class _Trainer:
             ck.load_checkpoint_weights(model, self.run_dir / "checkpoints" /
                                        resumed["checkpoint"], self.kind)
             step = resumed["step"]
+            if acc.is_main_process:  # re-register checkpoints a crash kept out of the store
+                for c in ck.list_checkpoints(self.run_dir / "checkpoints"):
+                    if c["step"] <= step:
+                        self.store.add_checkpoint(c["name"], step=c["step"], epoch=c["epoch"],
+                                                  path=str(Path(c["path"]).resolve()),
+                                                  kind=c["kind"],
+                                                  content_hash=c["content_hash"])
         optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
         sched_name = "constant_with_warmup" if t.scheduler == "constant" else t.scheduler
         scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=t.warmup_steps,
