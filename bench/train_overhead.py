@@ -138,9 +138,13 @@ def main() -> None:
     ap.add_argument("--methods", default="full,lora")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--rounds", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (fewer threads are steadier on a busy machine)")
     ap.add_argument("--write", action="store_true", help="write docs/PERFORMANCE.md (default "
                                                          "unless --quick)")
     a = ap.parse_args()
+    if a.threads:
+        torch.set_num_threads(a.threads)
     model = a.model or ("builtin:test" if a.quick else "builtin:tiny")
     steps = a.steps or (6 if a.quick else 48)
     rounds = a.rounds or (1 if a.quick else 3)

@@ -131,6 +131,15 @@ def test_full_resume_mid_epoch_equals_uninterrupted_run(assets, tmp_path, monkey
         assert fa.read_bytes() == fb.read_bytes(), name
 
 
+def test_head_resume_equals_uninterrupted_run(assets, tmp_path, monkeypatch):
+    kw = dict(method="head", max_steps=5, save_every=2)
+    train(make_cfg(assets, tmp_path / "a", **kw), progress=False)
+    s = crash_then_resume(make_cfg(assets, tmp_path / "b", **kw), monkeypatch, 3)
+    assert s["resumed_from"] == "step-000002"
+    fa, fb = (tmp_path / r / "checkpoints" / "step-000005" / "head.safetensors" for r in "ab")
+    assert fa.read_bytes() == fb.read_bytes()
+
+
 def test_head_checkpoint_holds_only_the_head(assets, tmp_path):
     s = train(make_cfg(assets, tmp_path / "run", method="head", max_steps=3), progress=False)
     ckpt = tmp_path / "run" / "checkpoints" / s["checkpoints"][-1]

@@ -106,8 +106,8 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         _Trainer(cfg, acc, prep, store, run_dir, progress=progress).run(resumed)
         if acc.is_main_process:
             store.set_status(cfg.digest(), "complete")
-    return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
-                    already_complete=False)
+        return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
+                        already_complete=False, store=store)
 
 
 def make_accelerator(device: str):
@@ -132,12 +132,18 @@ def _is_done(run_dir: Path) -> bool:
     return bool(st and st.get("done"))
 
 
-def _summary(run_dir: Path, *, resumed_from, already_complete: bool) -> dict:
+def _summary(run_dir: Path, *, resumed_from, already_complete: bool,
+             store: Store | None = None) -> dict:
     st = ck.read_state(run_dir) or {}
     spe = st.get("steps_per_epoch") or 1
-    with Store(run_dir / "results.sqlite") as store:
+    own = store is None
+    store = Store(run_dir / "results.sqlite") if own else store
+    try:
         log = store.train_log()
         ckpts = [c["name"] for c in store.checkpoints()]
+    finally:
+        if own:
+            store.close()
     per_epoch: dict[int, list[float]] = {}
     for step, _, loss, _ in log:
         per_epoch.setdefault((step - 1) // spe, []).append(loss)
