@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+from rich.progress import Progress, TimeElapsedColumn
 
 from finemem import engine
 from finemem.audit import measures
@@ -22,6 +23,7 @@ from finemem.data.format import encode, encode_prompt
 from finemem.errors import UserError
 from finemem.models.load import load_tokenizer
 from finemem.store import Store
+from finemem.train.loop import quiet_hf
 
 
 def open_run(run_dir: str | Path) -> tuple[RunConfig, Store]:
@@ -65,14 +67,22 @@ def audit_run(run_dir: str | Path, *, audit_cfg: AuditConfig | None = None,
             if not store.has_metric(r.name, "*", "audit_done", done_key)]
     if not refs:
         return
-    for ref, model in engine.iter_models(run_dir, refs=refs, device=device, dtype=cfg.dtype):
-        audit_checkpoint(model, tok, ref, cfg, acfg, sets, train, store, progress=progress)
-        store.put_metric(ref.name, "*", "audit_done", 1.0, setting=done_key)
+    with quiet_hf(), Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
+                              disable=not progress) as bar:
+        task = bar.add_task("audit", total=len(refs))
+        for ref, model in engine.iter_models(run_dir, refs=refs, device=device,
+                                             dtype=cfg.dtype):
+            def phase(what: str, ref=ref) -> None:
+                bar.update(task, description=f"audit {ref.name}: {what}")
+
+            audit_checkpoint(model, tok, ref, cfg, acfg, sets, train, store, phase=phase)
+            store.put_metric(ref.name, "*", "audit_done", 1.0, setting=done_key)
+            bar.advance(task)
     store.close()
 
 
 def audit_checkpoint(model, tok, ref, cfg: RunConfig, acfg: AuditConfig, sets, train, store,
-                     *, progress: bool = True) -> None:
+                     *, phase=lambda what: None) -> None:
     name, h = ref.name, ref.content_hash
 
     def put(split: str, metric: str, value, n=None, lo=None, hi=None):
@@ -82,10 +92,11 @@ def audit_checkpoint(model, tok, ref, cfg: RunConfig, acfg: AuditConfig, sets, t
     ppl_setting = _setting(acfg, "ppl")
     for split, exs, loss_on in (("train", train, cfg.data.loss_on),
                                 ("test", sets["test"].examples, "completion")):
+        phase(f"{split} PPL")
         pairs = [encode(tok, ex, loss_on=loss_on, max_length=cfg.data.max_length) for ex in exs]
         scores = engine.score_cached(store, h, f"{ppl_setting}:{loss_on}", model,
                                      [ex.id for ex in exs],
-                                     [(p.context, p.target) for p in pairs], progress=progress)
+                                     [(p.context, p.target) for p in pairs])
         ppl, lo, hi = measures.pooled_ppl([s.logprob for s in scores])
         put(split, "ppl", ppl, len(exs), lo, hi)
 
@@ -95,8 +106,9 @@ def audit_checkpoint(model, tok, ref, cfg: RunConfig, acfg: AuditConfig, sets, t
     for sname, es in sets.items():
         if not es.graded:
             continue
+        phase(f"{sname} accuracy")
         gens = _generate(store, h, greedy_setting, model, tok, es.examples, acfg, n=1,
-                         do_sample=False, progress=progress)
+                         do_sample=False)
         correct = measures.grade([g[0].text for g in gens], [ex.answer for ex in es.examples],
                                  method=acfg.answer_extractor, pattern=acfg.answer_regex)
         rate = measures.rate(correct)
@@ -114,9 +126,10 @@ def audit_checkpoint(model, tok, ref, cfg: RunConfig, acfg: AuditConfig, sets, t
 
     # Diversity and calibration from k samples per prompt.
     if acfg.diversity_prompts and sets["test"].graded:
+        phase(f"diversity ({acfg.k_samples} samples x {acfg.diversity_prompts} prompts)")
         exs = sets["test"].examples[: acfg.diversity_prompts]
         samples = _generate(store, h, _setting(acfg, "sample"), model, tok, exs, acfg,
-                            n=acfg.k_samples, do_sample=True, progress=progress)
+                            n=acfg.k_samples, do_sample=True)
         div = measures.diversity([[g.text for g in row] for row in samples],
                                  [ex.answer for ex in exs], acfg,
                                  greedy_answers=greedy_answers[: len(exs)],
@@ -125,10 +138,10 @@ def audit_checkpoint(model, tok, ref, cfg: RunConfig, acfg: AuditConfig, sets, t
             put("test", metric, value, n, lo, hi)
 
 
-def _generate(store, h, setting, model, tok, examples, acfg, *, n, do_sample, progress):
+def _generate(store, h, setting, model, tok, examples, acfg, *, n, do_sample):
     # Seeds come from the example ids (engine.id_seed), so samples do not depend on batching.
     prompts = [encode_prompt(tok, ex.prompt) for ex in examples]
     return engine.generate_cached(store, h, setting, model, tok, [ex.id for ex in examples],
                                   prompts, max_new_tokens=acfg.max_new_tokens, n=n,
                                   do_sample=do_sample, temperature=acfg.temperature,
-                                  top_p=acfg.top_p, progress=progress)
+                                  top_p=acfg.top_p)
