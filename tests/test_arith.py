@@ -124,3 +124,17 @@ def test_pretraining_mixes_terse_family_a_and_verbose_family_b():
 def test_unknown_split_is_a_user_error():
     with pytest.raises(UserError, match="no split 'dev'"):
         TASK.generate("dev", 3)
+
+
+def test_drills_are_true_and_chained():
+    from finemem.data.tasks.arith import drill_text
+
+    for k in range(30):
+        text = drill_text(random.Random(k), max_value=30, n_eq=12)
+        eqs = re.findall(r"(\d+) ([+-]) (\d+) = (\d+)\.", text)
+        assert len(eqs) == 12
+        for a, op, b, c in eqs:
+            assert (int(a) + int(b) if op == "+" else int(a) - int(b)) == int(c)
+            assert 0 <= int(c) <= 30
+    drills = [t for t in TASK.pretrain_texts(300) if t.startswith("Practice:")]
+    assert 0 < len(drills) < 300

@@ -70,7 +70,7 @@ def test_spec_hash_inputs_cover_tasks_and_seeds():
     assert "arith" in spec["corpus"]["tasks"]
     assert spec["corpus"]["tasks"]["arith"]["version"] >= 1
     assert len(spec["corpus"]["source_sha"]) == 16
-    assert set(spec) == {"size", "corpus", "seeds", "tokenizer"}
+    assert set(spec) == {"size", "corpus", "seeds", "tokenizer", "build_version"}
     assert build_spec("tiny")["size"] != spec["size"]
 
 

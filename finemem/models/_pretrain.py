@@ -32,7 +32,8 @@ def build(spec: dict, out: Path, *, progress: bool = True) -> dict:
 
 
 def corpus(spec: dict) -> tuple[list[str], dict[str, int]]:
-    """Mix `pretrain_texts` of every task in the spec; arith gets `arith_share` of the texts."""
+    """Mix `pretrain_texts` of every task in the spec, by characters: arith gets `arith_share`
+    of `chars`, the other tasks split the rest evenly."""
     from finemem.data.tasks import get_task
 
     size, seed = spec["size"], spec["seeds"]["corpus"]
@@ -45,11 +46,14 @@ def corpus(spec: dict) -> tuple[list[str], dict[str, int]]:
         share[n] = (1.0 - share.get("arith", 0.0)) / len(others)
     texts, counts = [], {}
     for n in names:
-        k = int(round(size["texts"] * share[n]))
+        task = get_task(n)
         try:
-            got = get_task(n).pretrain_texts(k, seed=seed)
+            probe = task.pretrain_texts(50, seed=seed)  # prefix-stable: a sample of the same
         except NotImplementedError:
-            got = []
+            counts[n] = 0
+            continue
+        mean_len = max(1.0, sum(map(len, probe)) / max(1, len(probe)))
+        got = task.pretrain_texts(max(1, int(size["chars"] * share[n] / mean_len)), seed=seed)
         texts.extend(got)
         counts[n] = len(got)
     random.Random(seed).shuffle(texts)
@@ -134,5 +138,8 @@ def pretrain(model, blocks, size: dict, *, seed: int, progress: bool) -> list[fl
             opt.step()
             losses.append(loss.item())
             bar.update(task, advance=1, loss=sum(losses[-20:]) / len(losses[-20:]))
+            if progress and not bar.console.is_terminal and (step + 1) % 50 == 0:
+                bar.console.print(f"pretraining step {step + 1}/{size['steps']} "
+                                  f"loss {sum(losses[-20:]) / len(losses[-20:]):.3f}")
     model.eval()
     return losses

@@ -33,21 +33,23 @@ from pathlib import Path
 from finemem.errors import UserError
 from finemem.home import finemem_home
 
-CORPUS_VERSION = 1  # bump when the mixing below changes
+CORPUS_VERSION = 1  # bump when the corpus mixing changes
+BUILD_VERSION = 1  # bump when the tokenizer or pretraining procedure (_pretrain.py) changes
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
 
-# Model, tokenizer, corpus and schedule per size. `arith_share` is arith's fraction of the
-# corpus texts (the rest is split evenly over the other registered tasks).
+# Model, tokenizer, corpus and schedule per size. `chars` is the corpus size in characters,
+# `arith_share` arith's fraction of it (the rest is split evenly over the other tasks).
 SIZES: dict[str, dict] = {
-    "test": dict(hidden=64, layers=2, heads=4, ffn=160, vocab=1024, ctx=256, texts=3000,
+    "test": dict(hidden=64, layers=2, heads=4, ffn=160, vocab=1024, ctx=256, chars=600_000,
                  steps=40, batch=8, lr=3e-3, warmup=5, final_lr_frac=0.1, arith_share=0.5),
-    "tiny": dict(hidden=128, layers=4, heads=4, ffn=384, vocab=2048, ctx=256, texts=30000,
-                 steps=600, batch=16, lr=2e-3, warmup=30, final_lr_frac=0.3, arith_share=0.6),
-    "small": dict(hidden=256, layers=6, heads=8, ffn=768, vocab=4096, ctx=512, texts=80000,
-                  steps=3000, batch=16, lr=1.5e-3, warmup=100, final_lr_frac=0.2,
-                  arith_share=0.5),
-    "base": dict(hidden=384, layers=10, heads=6, ffn=1152, vocab=4096, ctx=512, texts=200000,
-                 steps=8000, batch=32, lr=1e-3, warmup=300, final_lr_frac=0.1, arith_share=0.4),
+    "tiny": dict(hidden=128, layers=4, heads=4, ffn=384, vocab=2048, ctx=256, chars=10_000_000,
+                 steps=1200, batch=8, lr=2e-3, warmup=40, final_lr_frac=0.3, arith_share=0.85),
+    "small": dict(hidden=256, layers=6, heads=8, ffn=768, vocab=4096, ctx=512,
+                  chars=40_000_000, steps=3000, batch=16, lr=1.5e-3, warmup=100,
+                  final_lr_frac=0.2, arith_share=0.5),
+    "base": dict(hidden=384, layers=10, heads=6, ffn=1152, vocab=4096, ctx=512,
+                 chars=150_000_000, steps=8000, batch=32, lr=1e-3, warmup=300,
+                 final_lr_frac=0.1, arith_share=0.4),
 }
 SEEDS = {"corpus": 1234, "model": 0}
 
@@ -104,7 +106,7 @@ def build_spec(size: str) -> dict:
     return {"size": dict(SIZES[size]),
             "corpus": {"version": CORPUS_VERSION, "tasks": tasks,
                        "source_sha": src.hexdigest()[:16]},
-            "seeds": dict(SEEDS),
+            "seeds": dict(SEEDS), "build_version": BUILD_VERSION,
             "tokenizer": {"kind": "byte-level-bpe", "vocab": SIZES[size]["vocab"],
                           "special": [BOS, EOS, PAD], "numbers": "0-99 forced single tokens"}}
 

@@ -133,8 +133,10 @@ class ArithTask(Task):
     answer_extractor: ClassVar[str | None] = "hash"
 
     def __init__(self, *, max_value: int = 30, pair_frac: float = 0.3,
-                 events: tuple[int, int] = (2, 3), ood_events: tuple[int, int] = (4, 5)):
+                 events: tuple[int, int] = (2, 3), ood_events: tuple[int, int] = (4, 5),
+                 drill_frac: float = 0.15):
         self.max_value = max_value
+        self.drill_frac = drill_frac
         self.pair_frac = pair_frac
         self.events = events
         self.ood_events = ood_events
@@ -143,7 +145,7 @@ class ArithTask(Task):
         """Everything that determines the generated text (for cache keys)."""
         return {"version": CORPUS_VERSION, "max_value": self.max_value,
                 "pair_frac": self.pair_frac, "events": list(self.events),
-                "ood_events": list(self.ood_events)}
+                "ood_events": list(self.ood_events), "drill_frac": self.drill_frac}
 
     # ---------------------------------------------------------------- public API
     def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
@@ -157,13 +159,20 @@ class ArithTask(Task):
         return out
 
     def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        """Half family-A problems with terse solutions, half family-B problems in format F."""
+        """Problems (half family A with terse solutions, half family B in format F), and a
+        `drill_frac` share of arithmetic drills (chains of equations, for the number facts)."""
+        is_drill = [random.Random(f"pre-kind|{seed}|{i}").random() < self.drill_frac
+                    for i in range(n)]
+        problems = iter(self._problems("pretrain", n - sum(is_drill), seed))
         texts = []
-        for i, p in enumerate(self._problems("pretrain", n, seed)):
+        for i, drill in enumerate(is_drill):
             rng = random.Random(f"pre-phr|{seed}|{i}")
-            prompt = _prompt(render_question(p))
+            if drill:
+                texts.append(drill_text(rng, max_value=self.max_value))
+                continue
+            p = next(problems)
             sol = terse_solution(p, rng) if p.family == "A" else solution(p, rng)
-            texts.append(prompt + sol)
+            texts.append(_prompt(render_question(p)) + sol)
         return texts
 
     # ---------------------------------------------------------------- problems
@@ -319,3 +328,22 @@ def terse_solution(p: Problem, rng: random.Random) -> str:
     """Equations only, no `####` line (the pretraining format of family A)."""
     order = (1, 0) if p.kind == "pair" and rng.random() < 0.5 else (0, 1)
     return " " + " ".join(_eq(*s) for s in p.steps(order)) + f" The result is {p.answer()}."
+
+
+def drill_text(rng: random.Random, *, max_value: int = 30, n_eq: int = 16) -> str:
+    """Arithmetic practice: a running chain (copy the last value, add or subtract 2..9), or
+    sums of two values (the last step of `pair` problems)."""
+    eqs = []
+    if rng.random() < 0.6:
+        v = rng.randint(0, max_value)
+        for _ in range(n_eq):
+            a = rng.randint(2, 9)
+            sign = 1 if v - a < 0 or (v + a <= max_value and rng.random() < 0.5) else -1
+            eqs.append(_eq(v, sign * a, v + sign * a))
+            v += sign * a
+    else:
+        for _ in range(n_eq):
+            x = rng.randint(0, max_value)
+            y = rng.randint(0, max_value - x)
+            eqs.append(_eq(x, y, x + y))
+    return "Practice: " + " ".join(eqs)
