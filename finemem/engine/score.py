@@ -6,7 +6,8 @@ Usage:
     s.logprob, s.correct, s.nll_mean, s.exact, s.extraction_strength
 
 How it runs:
-  * pairs are sorted by length (longest first) and packed into batches of at most
+  * the model reads context + target[:-1] (the last target token predicts nothing scored);
+    pairs are sorted by that length (longest first) and packed into batches of at most
     ``max_tokens_per_batch`` padded tokens (rows x longest row); a pair longer than the
     budget gets a batch of its own;
   * rows are right-padded and position ids are ``0..L-1``. Under a causal mask a real token
@@ -156,12 +157,13 @@ def _reduce(logits: torch.Tensor, tgt: torch.Tensor, min_k_stats: bool) -> list[
 
 def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[list[torch.Tensor]]:
     dev = _device(model)
-    seqs = [rows[i][0] + rows[i][1] for i in range(len(rows))]
+    # the last target token is never an input: its successor is not scored
+    seqs = [ctx + target[:-1] for ctx, target in rows]
     L = max(len(s) for s in seqs)
     ids = torch.full((len(seqs), L), pad_id, dtype=torch.long)
     b_idx, p_idx, tgt = [], [], []
     for b, (ctx, target) in enumerate(rows):
-        ids[b, :len(ctx) + len(target)] = torch.tensor(ctx + target, dtype=torch.long)
+        ids[b, :len(seqs[b])] = torch.tensor(seqs[b], dtype=torch.long)
         b_idx += [b] * len(target)
         p_idx += range(len(ctx) - 1, len(ctx) + len(target) - 1)  # state predicting token
         tgt += target
@@ -178,7 +180,7 @@ def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[lis
     else:
         first = int(p_idx.min())
         logits_all = model(input_ids=ids, position_ids=pos, use_cache=False,
-                           logits_to_keep=torch.arange(first, L - 1, device=dev)).logits
+                           logits_to_keep=torch.arange(first, L, device=dev)).logits
         hidden, del_after = logits_all[b_idx, p_idx - first], False  # (N, V) already logits
     n_tok = hidden.shape[0]
     vocab = parts[1].out_features if parts is not None else hidden.shape[-1]
@@ -205,7 +207,7 @@ def _check(pairs) -> list[int]:
             raise UserError(f"score: pair {i} has an empty context, so its first target token "
                             "has no prediction; encode with a tokenizer that has a bos token "
                             "or move the first target token into the context")
-        lengths.append(len(ctx) + len(tgt))
+        lengths.append(max(len(ctx) + len(tgt) - 1, 1))  # tokens the model reads
     return lengths
 
 
