@@ -9,9 +9,9 @@ import pytest
 import torch
 import yaml
 
-from finemem.engine import iter_models, load_run_checkpoints, score
+from finemem.engine import generate, iter_models, load_run_checkpoints, score
 from finemem.errors import UserError
-from test_engine_helpers import char_tokenizer, encode_all, texts, tiny_llama
+from test_engine_helpers import char_tokenizer, encode_all, reference_scores, texts, tiny_llama
 
 
 @pytest.fixture(autouse=True)
@@ -127,6 +127,31 @@ def test_default_refs_and_plain_base_first(tmp_path):
         if ref.kind == "base":
             _assert_same(score(model, pairs), score(_fresh(ref, base_dir), pairs))
     assert names == ["step-000000", "step-000020", "step-000060", "step-000100"]
+
+
+def test_peft_wrapped_model_scores_and_generates_like_plain_calls(tmp_path):
+    run, _, tok = _run(tmp_path, "lora")
+    pairs = encode_all(tok, texts(4, seed=6))
+    refs = load_run_checkpoints(run)
+    for ref, model in iter_models(run, refs=[refs[2]], device="cpu"):
+        for s, r in zip(score(model, pairs), reference_scores(model, pairs)):
+            assert np.max(np.abs(s.logprob - r["logprob"])) < 1e-5
+        for (ctx, _), (g,) in zip(pairs, generate(model, tok, [c for c, _ in pairs],
+                                                  max_new_tokens=6)):
+            ids = torch.tensor([ctx])
+            hf = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids),
+                                max_new_tokens=6, do_sample=False, pad_token_id=0)
+            assert g.token_ids == hf[0, len(ctx):].tolist()
+
+
+def test_moved_base_folder_falls_back_to_the_config(tmp_path):
+    run, base_dir, _ = _run(tmp_path, "head")
+    moved = tmp_path / "moved"
+    base_dir.rename(moved)
+    (run / "config.yaml").write_text(yaml.safe_dump({"model": str(moved)}))
+    refs = load_run_checkpoints(run)
+    assert {r.base_model for r in refs} == {str(moved)}
+    assert len(refs) == 4
 
 
 def test_run_without_checkpoints_is_just_the_base(tmp_path):

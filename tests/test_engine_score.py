@@ -11,7 +11,8 @@ import torch
 from finemem.engine import TokenScores, score
 from finemem.engine.score import plan_batches
 from finemem.errors import UserError
-from test_engine_helpers import char_tokenizer, memorized, reference_scores, tiny_llama
+from test_engine_helpers import (char_tokenizer, encode_all, memorized, reference_scores, texts,
+                                 tiny_llama)
 
 
 def _max_err(a, b):
@@ -132,3 +133,23 @@ def test_derived_scores_by_hand():
     assert t.leading_match == 0 and t.extraction_strength == 0.0
     u = TokenScores(lp, np.ones(4, bool), np.zeros(4, np.float32))
     assert u.exact and u.leading_match == 4 and u.extraction_strength == 1.0
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "gpt_neo"])
+def test_other_architectures_match_the_reference(arch):
+    from transformers import GPT2Config, GPT2LMHeadModel, GPTNeoConfig, GPTNeoForCausalLM
+
+    tok = char_tokenizer()
+    torch.manual_seed(0)
+    if arch == "gpt2":
+        model = GPT2LMHeadModel(GPT2Config(vocab_size=len(tok), n_embd=32, n_layer=2,
+                                           n_head=2, bos_token_id=1, eos_token_id=2))
+    else:  # local attention layers (window 8) too
+        model = GPTNeoForCausalLM(GPTNeoConfig(
+            vocab_size=len(tok), hidden_size=32, num_layers=2, num_heads=2, window_size=8,
+            attention_types=[[["global", "local"], 1]], bos_token_id=1, eos_token_id=2))
+    pairs = encode_all(tok, texts(6, seed=3))
+    got = score(model.eval(), pairs, max_tokens_per_batch=100)
+    for s, r in zip(got, reference_scores(model, pairs)):
+        assert _max_err(s.logprob, r["logprob"]) < 1e-5 and _max_err(s.sigma, r["sigma"]) < 1e-5
+        assert np.array_equal(s.correct, r["correct"])

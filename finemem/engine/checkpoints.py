@@ -100,12 +100,14 @@ def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
         refs.append(CheckpointRef(d.name, int(meta["step"]), float(meta.get("epoch", 0.0)),
                                   meta["kind"], str(d), str(meta["base_model"]), chash))
     refs.sort(key=lambda r: r.step)
-    if refs:
-        base = refs[0].base_model
-    else:
+    base = refs[0].base_model if refs else None
+    if base is None or (base.startswith(("/", ".", "~")) and not Path(base).exists()):
+        # no checkpoint yet, or the recorded base folder moved (e.g. another FINEMEM_HOME)
         from finemem.models.load import resolve_model
 
         base = resolve_model(str(settings.get("model", "builtin:tiny")))
+        refs = [CheckpointRef(r.name, r.step, r.epoch, r.kind, r.path, base, r.content_hash)
+                for r in refs]
     base_ref = CheckpointRef("step-000000", 0, 0.0, "base", None, base, base_content_hash(base))
     return [base_ref, *refs]
 

@@ -81,9 +81,10 @@ def _filter(logits: torch.Tensor, temperature: float, top_k: int, top_p: float) 
 
 def _sample(probs: torch.Tensor, gens: list[torch.Generator]) -> torch.Tensor:
     """One inverse-CDF draw per row with that row's generator. probs: (B, V)."""
-    cdf = probs.double().cumsum(-1)  # (B, V)
+    wide = torch.float32 if probs.device.type == "mps" else torch.float64  # MPS has no float64
+    cdf = probs.to(wide).cumsum(-1)  # (B, V)
     u = torch.stack([torch.rand((), generator=g, dtype=torch.float64) for g in gens])
-    val = (u.to(cdf.device) * cdf[:, -1])[:, None]
+    val = (u.to(cdf.device, wide) * cdf[:, -1])[:, None]
     idx = torch.searchsorted(cdf, val, right=True).squeeze(-1)  # first index with cdf > val
     over = idx >= probs.shape[-1]
     return torch.where(over, probs.argmax(-1), idx.clamp(max=probs.shape[-1] - 1))

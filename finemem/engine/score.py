@@ -146,12 +146,13 @@ def _reduce(logits: torch.Tensor, tgt: torch.Tensor, min_k_stats: bool) -> list[
     del logits
     tok_lp = logp.gather(-1, tgt[:, None]).squeeze(-1)  # (n,)
     logp.clamp_(min=_LOGP_FLOOR)
-    plogp = logp.exp().mul_(logp)  # p log p, (n, V)
-    mu = plogp.sum(-1)  # (n,) = -entropy
+    p = logp.exp()  # (n, V); with logp the only two (n, V) buffers alive
+    dot = lambda a, b: torch.bmm(a[:, None, :], b[:, :, None]).view(-1)  # noqa: E731  row sums
+    mu = dot(p, logp)  # (n,) sum_z p log p = -entropy
     out = [tok_lp, correct, -mu]
-    if min_k_stats:
-        second = plogp.mul_(logp).sum(-1)  # sum p (log p)^2
-        out += [mu, (second - mu * mu).clamp_(min=0).sqrt_()]
+    if min_k_stats:  # two-pass variance: no cancellation for near-uniform rows
+        d = logp.sub_(mu[:, None])  # log p - mu
+        out += [mu, dot(p.mul_(d), d).clamp_(min=0).sqrt_()]
     return out
 
 
