@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finemem.engine import generate, score  # noqa: E402
-from finemem.engine.score import plan_batches  # noqa: E402
+from finemem.engine.score import batch_budget, plan_batches  # noqa: E402
 
 PREFIX = SUFFIX = 32
 VERSION = 1
@@ -146,8 +146,8 @@ def bench_throughput(model, seqs, bos, repeat, budget=16384):
     tokens = sum(len(c) + len(t) for c, t in pairs)
     lengths = [len(c) + len(t) for c, t in pairs]
     batches = []
-    for b in plan_batches(lengths, budget):
-        L = max(lengths[i] for i in b)
+    for b in plan_batches([n - 1 for n in lengths], batch_budget(model, budget)):  # score's
+        L = max(lengths[i] for i in b)  # the bare forward reads every token
         batches.append(torch.tensor([pairs[i][0] + pairs[i][1] + [0] * (L - lengths[i])
                                      for i in b]))
 

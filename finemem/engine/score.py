@@ -8,19 +8,19 @@ Usage:
 How it runs:
   * the model reads context + target[:-1] (the last target token predicts nothing scored);
     pairs are sorted by that length (longest first) and packed into batches of at most
-    ``max_tokens_per_batch`` padded tokens (rows x longest row); a pair longer than the
-    budget gets a batch of its own;
+    ``max_tokens_per_batch`` padded tokens (rows x longest row; at most 2048 on CPU, where
+    smaller batches run faster); a pair longer than the budget gets a batch of its own;
   * rows are right-padded and position ids are ``0..L-1``. Under a causal mask a real token
     never sees a pad that follows it, so the pads change nothing and no padding mask is needed
     (the invariance tests check this);
   * the model body runs once; the output head is applied only to the hidden states that
     predict target tokens, in chunks of at most ``_CHUNK_ELEMS`` logits, and each chunk is
-    reduced (log_softmax -> gather, argmax, entropy, moments) before the next one, so
-    full-vocabulary logits never outlive one chunk;
+    reduced in place (max -> log-sum-exp -> gathered log p, entropy, moments) before the
+    next one, so full-vocabulary logits never outlive one chunk;
   * results come back in input order as float32 / bool numpy arrays.
 
-Argmax ties: ``torch.argmax`` returns the first maximal index, as Hugging Face greedy decoding
-does, so on a tie a token counts as correct only if it is the lowest-index maximum. With that
+Argmax ties: ``max(-1)`` returns the first maximal index, as ``torch.argmax`` in Hugging Face
+greedy decoding does, so on a tie a token counts as correct only if it is the lowest-index maximum. With that
 rule ``all(correct)`` is exactly "greedy decoding from the context reproduces the target".
 """
 
@@ -35,6 +35,9 @@ import torch
 from finemem.errors import UserError
 
 _CHUNK_ELEMS = 1 << 23  # logits per reduction chunk (32 MiB in float32)
+# On CPU, batches past a few thousand tokens spill the caches: builtin:tiny scores 256 x 64
+# tokens in 0.20 s at 2048 tokens per batch and 0.43 s at 16384 (2 cores).
+_CPU_TOKENS = 2048
 _LOGP_FLOOR = -1e4  # log p below this has p == 0 in float32; keeps 0 * log 0 finite
 
 
@@ -119,6 +122,13 @@ def plan_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
     return batches
 
 
+def batch_budget(model, max_tokens_per_batch: int) -> int:
+    """Padded tokens per batch that `score` uses: the budget, capped at 2048 on CPU."""
+    if _device(model).type == "cpu":
+        return min(max_tokens_per_batch, _CPU_TOKENS)
+    return max_tokens_per_batch
+
+
 def _split(model):
     """(body, head) when the head can be applied to chosen hidden states, else None."""
     cfg = getattr(model, "config", None)
@@ -139,20 +149,28 @@ def _device(model) -> torch.device:
 
 
 def _reduce(logits: torch.Tensor, tgt: torch.Tensor, min_k_stats: bool) -> list[torch.Tensor]:
-    """Per-row stats of a (n, V) logit chunk; consumes `logits`."""
+    """Per-row stats of a (n, V) logit chunk, in place (consumes `logits`).
+
+    With z = logit - max and e = exp(z), s = sum e:  log p = z - log s,
+    E_p[log p] = (e . z) / s - log s  and  Var_p[log p] = (e . (z - c)^2) / s, c = E_p[z].
+    `logits` and `e` are the (n, V) buffers, plus one transient inside each dot product.
+    """
     logits = logits.float()
-    correct = logits.argmax(-1) == tgt  # on raw logits, as greedy decoding does  # (n,)
-    logp = torch.log_softmax(logits, -1)  # (n, V)
-    del logits
-    tok_lp = logp.gather(-1, tgt[:, None]).squeeze(-1)  # (n,)
-    logp.clamp_(min=_LOGP_FLOOR)
-    p = logp.exp()  # (n, V); with logp the only two (n, V) buffers alive
-    dot = lambda a, b: torch.bmm(a[:, None, :], b[:, :, None]).view(-1)  # noqa: E731  row sums
-    mu = dot(p, logp)  # (n,) sum_z p log p = -entropy
-    out = [tok_lp, correct, -mu]
+    m, idx = logits.max(-1)  # first maximal index on ties, as torch.argmax  # (n,)
+    correct = idx == tgt
+    z = logits.sub_(m[:, None])  # (n, V), <= 0
+    z_t = z.gather(-1, tgt[:, None]).squeeze(-1)  # (n,)
+    z.clamp_(min=_LOGP_FLOOR)  # a -inf logit has p = 0; keeps 0 * z finite
+    e = z.exp()  # (n, V) unnormalised p
+    s = e.sum(-1)
+    log_s = s.log()
+    dot = torch.linalg.vecdot  # row-wise a . b (4x faster than bmm on CPU)
+    ez = dot(e, z) / s  # E_p[z]
+    mu = ez - log_s  # E_p[log p] = -entropy
+    out = [z_t - log_s, correct, -mu]
     if min_k_stats:  # two-pass variance: no cancellation for near-uniform rows
-        d = logp.sub_(mu[:, None])  # log p - mu
-        out += [mu, dot(p.mul_(d), d).clamp_(min=0).sqrt_()]
+        d = z.sub_(ez[:, None])  # log p - mu
+        out += [mu, (dot(e.mul_(d), d) / s).clamp_(min=0).sqrt_()]
     return out
 
 
@@ -221,7 +239,8 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
     ----------
     model : a causal LM (Hugging Face or peft-wrapped), on its device.
     pairs : list of (context_ids, target_ids); target_ids are the scored tokens.
-    max_tokens_per_batch : padded tokens (rows x longest row) per forward pass.
+    max_tokens_per_batch : padded tokens (rows x longest row) per forward pass; on CPU at
+        most 2048, which runs faster there (see `batch_budget`).
     min_k_stats : also compute ``mu`` and ``sigma`` (one more pass over each logit chunk).
     progress : show a progress bar over batches.
 
@@ -241,8 +260,8 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
         else:
             out[i] = TokenScores(empty, np.zeros(0, bool), empty,
                                  empty if min_k_stats else None, empty if min_k_stats else None)
-    batches = [[todo[j] for j in b] for b in plan_batches([lengths[i] for i in todo],
-                                                          max_tokens_per_batch)]
+    budget = batch_budget(model, max_tokens_per_batch)
+    batches = [[todo[j] for j in b] for b in plan_batches([lengths[i] for i in todo], budget)]
     parts = _split(model)
     pad_id = 0
     was_training = model.training
