@@ -174,7 +174,8 @@ def _reduce(logits: torch.Tensor, tgt: torch.Tensor, min_k_stats: bool) -> list[
     return out
 
 
-def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[list[torch.Tensor]]:
+def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[np.ndarray]:
+    """Flat per-token stats of one batch, rows' target tokens one after another."""
     dev = _device(model)
     # the last target token is never an input: its successor is not scored
     seqs = [ctx + target[:-1] for ctx, target in rows]
@@ -209,10 +210,7 @@ def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[lis
         chunk = hidden[s:s + step]
         logits = parts[1](chunk) if del_after else chunk
         stats.append(_reduce(logits, tgt[s:s + step], min_k_stats))
-    cols = [torch.cat(c).cpu() for c in zip(*stats)]
-    # split the flat token axis back into rows
-    sizes = [len(t) for _, t in rows]
-    return [list(x) for x in zip(*(torch.split(c, sizes) for c in cols))]
+    return [torch.cat(c).cpu().numpy() for c in zip(*stats)]  # per stat: (N,) over the batch
 
 
 def _check(pairs) -> list[int]:
@@ -251,32 +249,39 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
     lengths = _check(pairs)
     if max_tokens_per_batch < 1:
         raise UserError("score: max_tokens_per_batch must be >= 1")
-    out: list[TokenScores | None] = [None] * len(pairs)
-    empty = np.zeros(0, np.float32)
-    todo = []
-    for i, (ctx, tgt) in enumerate(pairs):
-        if len(tgt):
-            todo.append(i)
-        else:
-            out[i] = TokenScores(empty, np.zeros(0, bool), empty,
-                                 empty if min_k_stats else None, empty if min_k_stats else None)
+    todo = [i for i, (_, tgt) in enumerate(pairs) if len(tgt)]
     budget = batch_budget(model, max_tokens_per_batch)
     batches = [[todo[j] for j in b] for b in plan_batches([lengths[i] for i in todo], budget)]
+    # One flat array per stat for all results, each TokenScores holding views into it: no
+    # per-example allocations between the batches' big buffers, so the heap does not fragment
+    # and peak memory does not grow with the number of pairs (bench/engine.py (d)).
+    total = sum(len(pairs[i][1]) for i in todo)
+    flat = [np.empty(total, np.float32), np.empty(total, bool), np.empty(total, np.float32)]
+    if min_k_stats:
+        flat += [np.empty(total, np.float32), np.empty(total, np.float32)]
+    spans: dict[int, tuple[int, int]] = {}
     parts = _split(model)
-    pad_id = 0
     was_training = model.training
     model.eval()
+    pos = 0
     try:
         for batch in _progress(batches, progress, "scoring"):
             rows = [(list(pairs[i][0]), list(pairs[i][1])) for i in batch]
-            for i, cols in zip(batch, _score_batch(model, parts, rows, min_k_stats, pad_id)):
-                arr = [c.numpy() for c in cols]
-                out[i] = TokenScores(arr[0].astype(np.float32), arr[1].astype(bool),
-                                     arr[2].astype(np.float32),
-                                     *(a.astype(np.float32) for a in arr[3:]))
+            cols = _score_batch(model, parts, rows, min_k_stats, pad_id=0)
+            n = cols[0].shape[0]
+            for dst, col in zip(flat, cols):
+                dst[pos:pos + n] = col
+            for i, (_, tgt) in zip(batch, rows):
+                spans[i] = (pos, pos + len(tgt))
+                pos += len(tgt)
     finally:
         model.train(was_training)
-    return out  # type: ignore[return-value]
+    out = []
+    for i in range(len(pairs)):
+        a, b = spans.get(i, (0, 0))
+        views = [f[a:b] for f in flat]
+        out.append(TokenScores(*views) if min_k_stats else TokenScores(*views, None, None))
+    return out
 
 
 def _progress(items, on: bool, desc: str):
