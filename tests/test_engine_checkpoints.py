@@ -144,6 +144,23 @@ def test_peft_wrapped_model_scores_and_generates_like_plain_calls(tmp_path):
             assert g.token_ids == hf[0, len(ctx):].tolist()
 
 
+def test_full_refs_mix_with_adapter_swaps(tmp_path):
+    from finemem.engine import CheckpointRef
+
+    run, base_dir, tok = _run(tmp_path, "lora")
+    merged = run / "merges" / "avg"
+    tiny_llama(len(tok), seed=7, tie=True).save_pretrained(merged)
+    refs = load_run_checkpoints(run)
+    full = CheckpointRef("avg", 40, 4.0, "full", str(merged), str(base_dir), "x")
+    order = [refs[1], full, refs[0], refs[2], full]
+    pairs = encode_all(tok, texts(3, seed=8))
+    got = [(ref, score(model, pairs)) for ref, model in iter_models(run, refs=order,
+                                                                     device="cpu")]
+    assert [r.name for r, _ in got] == [r.name for r in order]
+    for ref, s in got:
+        _assert_same(s, score(_fresh(ref, base_dir), pairs))
+
+
 def test_moved_base_folder_falls_back_to_the_config(tmp_path):
     run, base_dir, _ = _run(tmp_path, "head")
     moved = tmp_path / "moved"

@@ -13,6 +13,7 @@ Per kind of run:
   * head: the base is loaded once, its output head untied from the input embeddings, and each
     checkpoint's ``lm_head.weight`` copied in (the base's own head is restored for step 0).
   * full: one checkpoint at a time, freed (and the CUDA cache emptied) before the next load.
+    Full refs (e.g. merged checkpoints) may also sit among lora or head refs.
 
 Each ref carries the sha256 ``content_hash`` of its weight files (the results-store cache key).
 The base's hash is computed over its *.safetensors files once and remembered in
@@ -120,42 +121,44 @@ def _free(device: torch.device) -> None:
 
 def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
                 device: str = "auto", dtype: str = "auto"):
-    """Yield (ref, model) for each ref (default: all of the run), in eval mode.
+    """Yield (ref, model) for each ref (default: all of the run), in order, in eval mode.
 
     A yielded model is valid until the next iteration: a lora/head model is the same object
-    with other weights, and a full model is freed.
+    with other weights, and a full model is freed. Full checkpoints (e.g. merges) may sit
+    among the lora or head ones; lora and head checkpoints cannot be mixed.
     """
     from finemem.models.load import load_model, pick_device
 
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
     refs = load_run_checkpoints(run_dir) if refs is None else list(refs)
-    kinds = {r.kind for r in refs} - {"base"}
-    if len(kinds) > 1:
-        raise UserError(f"checkpoints of several kinds in one run ({sorted(kinds)}); audit "
-                        "one run's checkpoints at a time", source=str(run_dir))
+    kinds = {r.kind for r in refs}
+    if {"lora", "head"} <= kinds:
+        raise UserError("lora and head checkpoints in one list; audit one run's checkpoints "
+                        "at a time", source=str(run_dir))
     dev = pick_device(device)
     load_kw = dict(device=dev, dtype=dtype,
                    trust_remote_code=bool(settings.get("trust_remote_code", False)),
                    allow_pickle=bool(settings.get("allow_pickle", False)))
-    if not refs:
-        return
-    base_spec = refs[0].base_model
-    kind = kinds.pop() if kinds else "base"
-    if kind == "full" or kind == "base":
+    swap_cls = _LoraSwap if "lora" in kinds else _HeadSwap if "head" in kinds else None
+    swap = None
+    try:
         for ref in refs:
-            model = load_model(ref.path if ref.kind == "full" else ref.base_model, **load_kw)
-            yield ref, model.eval()
-            del model
+            if ref.kind == "full" or (ref.kind == "base" and swap_cls is None):
+                model = load_model(ref.path if ref.kind == "full" else ref.base_model,
+                                   **load_kw)
+                yield ref, model.eval()
+                del model
+                _free(dev)
+                continue
+            if swap is None:
+                swap = swap_cls(load_model(ref.base_model, **load_kw).eval())
+            yield ref, swap.get(ref)
+    finally:
+        if swap is not None:
+            swap.close()
+            del swap
             _free(dev)
-        return
-    base = load_model(base_spec, **load_kw).eval()
-    if kind == "lora":
-        yield from _iter_lora(base, refs)
-    else:
-        yield from _iter_head(base, refs)
-    del base
-    _free(dev)
 
 
 def _adapter_shape(path: Path) -> dict:
@@ -165,59 +168,79 @@ def _adapter_shape(path: Path) -> dict:
     return {k: cfg.get(k) for k in keys}
 
 
-def _iter_lora(base, refs):
-    from peft import PeftModel, set_peft_model_state_dict
-    from safetensors.torch import load_file
+class _LoraSwap:
+    """One base model, wrapped once; adapters copied in or swapped; the base via
+    disable_adapter (entered by `get`, left by the next `get` or `close`)."""
 
-    model, loaded_shape, active = None, None, "default"
-    for ref in refs:
+    def __init__(self, base):
+        self.base, self.model, self.shape, self.off = base, None, None, None
+        self.active = "default"
+
+    def get(self, ref: CheckpointRef):
+        from peft import PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        self._enable()
         if ref.kind == "base":
-            if model is None:
-                yield ref, base
-            else:
-                with model.disable_adapter():
-                    yield ref, model
-            continue
+            if self.model is None:
+                return self.base
+            self.off = self.model.disable_adapter()
+            self.off.__enter__()
+            return self.model
         path = Path(ref.path)
         shape = _adapter_shape(path)
-        if model is None:
-            model = PeftModel.from_pretrained(base, str(path), adapter_name=active).eval()
-        elif shape == loaded_shape:
+        if self.model is None:
+            self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=self.active)
+        elif shape == self.shape:
             sd = load_file(str(path / "adapter_model.safetensors"))
-            res = set_peft_model_state_dict(model, sd, adapter_name=active)
+            res = set_peft_model_state_dict(self.model, sd, adapter_name=self.active)
             bad = list(getattr(res, "unexpected_keys", []) or [])
             if bad:
                 raise UserError(f"adapter does not fit the loaded LoRA modules: unexpected "
                                 f"keys {bad[:3]}", source=str(path))
         else:  # another adapter shape: load it beside, swap, drop the old one
-            new = f"a{ref.step}"
-            model.load_adapter(str(path), adapter_name=new)
-            model.set_adapter(new)
-            model.delete_adapter(active)
-            active = new
-        loaded_shape = shape
-        yield ref, model.eval()
+            new = f"a{ref.step}" if f"a{ref.step}" != self.active else f"b{ref.step}"
+            self.model.load_adapter(str(path), adapter_name=new)
+            self.model.set_adapter(new)
+            self.model.delete_adapter(self.active)
+            self.active = new
+        self.shape = shape
+        return self.model.eval()
+
+    def _enable(self) -> None:
+        if self.off is not None:
+            self.off.__exit__(None, None, None)
+            self.off = None
+
+    def close(self) -> None:
+        self._enable()
+        self.base = self.model = None
 
 
-def _iter_head(base, refs):
-    from safetensors.torch import load_file
+class _HeadSwap:
+    """One base model with its output head untied; each checkpoint's head copied in."""
 
-    head = base.get_output_embeddings()
-    emb = base.get_input_embeddings()
-    if head is None or not isinstance(head, torch.nn.Linear):
-        raise UserError("head checkpoints need a model with a Linear output head")
-    if emb is not None and head.weight is emb.weight:  # tied: untie so swapping leaves inputs
-        head.weight = torch.nn.Parameter(head.weight.detach().clone())
-        base.config.tie_word_embeddings = False
-    original = head.weight.detach().clone()
-    for ref in refs:
-        if ref.kind == "base":
-            w = original
-        else:
+    def __init__(self, base):
+        head, emb = base.get_output_embeddings(), base.get_input_embeddings()
+        if head is None or not isinstance(head, torch.nn.Linear):
+            raise UserError("head checkpoints need a model with a Linear output head")
+        if emb is not None and head.weight is emb.weight:  # tied: untie, so inputs stay put
+            head.weight = torch.nn.Parameter(head.weight.detach().clone())
+            base.config.tie_word_embeddings = False
+        self.base, self.head, self.original = base, head, head.weight.detach().clone()
+
+    def get(self, ref: CheckpointRef):
+        from safetensors.torch import load_file
+
+        w = self.original
+        if ref.kind != "base":
             w = load_file(str(Path(ref.path) / "head.safetensors")).get(HEAD_KEY)
-            if w is None or w.shape != head.weight.shape:
+            if w is None or w.shape != self.head.weight.shape:
                 raise UserError(f"head.safetensors must hold '{HEAD_KEY}' of shape "
-                                f"{tuple(head.weight.shape)}", source=str(ref.path))
+                                f"{tuple(self.head.weight.shape)}", source=str(ref.path))
         with torch.no_grad():
-            head.weight.copy_(w)
-        yield ref, base
+            self.head.weight.copy_(w)
+        return self.base
+
+    def close(self) -> None:
+        self.base = self.head = self.original = None
