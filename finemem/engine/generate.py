@@ -28,13 +28,12 @@ before temperature and filtering.
 
 from __future__ import annotations
 
-import inspect
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
-from finemem.engine.score import _device, _progress
+from finemem.engine.score import _device, _progress, forward_params
 from finemem.errors import UserError
 
 
@@ -97,9 +96,7 @@ def _entropy(logits: torch.Tensor) -> torch.Tensor:
 
 def _cache_kw(model) -> str:
     """The forward argument that takes the KV cache ('cache' in transformers >= 5.2x)."""
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    params = inspect.signature(base.forward).parameters
-    return "cache" if "cache" in params else "past_key_values"
+    return "cache" if "cache" in forward_params(model) else "past_key_values"
 
 
 class _Row:
@@ -132,10 +129,11 @@ def _run_batch(model, tokenizer, rows: list[_Row], *, max_new_tokens, sampling, 
 
     cache = DynamicCache()
     kw = {_cache_kw(model): cache}
+    last = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
     live = list(range(len(rows)))  # row index of each batch slot
     window = max((len(s) for s in stops), default=0) + 4
     logits = model(input_ids=ids, attention_mask=mask, position_ids=pos,
-                   use_cache=True, logits_to_keep=1, **kw).logits[:, -1]
+                   use_cache=True, **last, **kw).logits[:, -1]
     ent = _entropy(logits.float()).tolist()
     for b, r in enumerate(rows):
         r.entropy = ent[b]

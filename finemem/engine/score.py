@@ -26,6 +26,7 @@ rule ``all(correct)`` is exactly "greedy decoding from the context reproduces th
 
 from __future__ import annotations
 
+import inspect
 import math
 from dataclasses import dataclass
 
@@ -144,6 +145,12 @@ def _split(model):
     return body, head
 
 
+def forward_params(model) -> set[str]:
+    """Argument names of the (unwrapped) model's forward."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return set(inspect.signature(base.forward).parameters)
+
+
 def _device(model) -> torch.device:
     return next(model.parameters()).device
 
@@ -198,9 +205,9 @@ def _score_batch(model, parts, rows, min_k_stats: bool, pad_id: int) -> list[np.
         hidden = hidden[b_idx, p_idx]  # (N, H)
         del_after = True
     else:
-        first = int(p_idx.min())
-        logits_all = model(input_ids=ids, position_ids=pos, use_cache=False,
-                           logits_to_keep=torch.arange(first, L, device=dev)).logits
+        first = int(p_idx.min()) if "logits_to_keep" in forward_params(model) else 0
+        keep = {"logits_to_keep": torch.arange(first, L, device=dev)} if first else {}
+        logits_all = model(input_ids=ids, position_ids=pos, use_cache=False, **keep).logits
         hidden, del_after = logits_all[b_idx, p_idx - first], False  # (N, V) already logits
     n_tok = hidden.shape[0]
     vocab = parts[1].out_features if parts is not None else hidden.shape[-1]
