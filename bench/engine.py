@@ -252,7 +252,7 @@ def main(argv=None) -> int:
     print("(c)", c, flush=True)
     d = bench_rss(folder / "model", (100, 1000) if args.quick else (1000, 10000))
     print("(d)", d, flush=True)
-    md = report(a, b, c, d, spec, args)
+    md = report(a, b, c, d, spec, repeat)
     print(md)
     ok = (a["t_one"] / a["t_ours"] >= 30 and a["t_many"] / a["t_ours"] >= 10
           and a["agree"] == 1.0 and b["t_bare"] / b["t_fast"] >= 0.8
@@ -265,7 +265,7 @@ def main(argv=None) -> int:
     return 0 if ok or args.quick else 1
 
 
-def report(a, b, c, d, spec, args) -> str:
+def report(a, b, c, d, spec, repeat) -> str:
     from bench._perf import machine
 
     n1, n2 = sorted(d)
@@ -280,7 +280,7 @@ def report(a, b, c, d, spec, args) -> str:
         "## Engine (`finemem.engine`)", "",
         f"Command: `{cmd}` — model `{spec}` fine-tuned on {a['n']} random 64-token sequences "
         f"(a quarter repeated 8x); {machine()}; load average {LOAD[0]:.2f} at start. "
-        f"Times are the best of {args.repeat} runs "
+        f"Times are the best of {repeat} runs "
         "(per-sample HF generate: one run).", "",
         "| Benchmark | finemem | naive way | ratio | target | met |", "|---|---|---|---|---|---|",
         f"| (a) exact extraction, {a['n']} examples, 32+32 tokens vs per-sample HF generate | "
