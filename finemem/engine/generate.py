@@ -127,7 +127,10 @@ def _run_batch(model, tokenizer, rows: list[_Row], *, max_new_tokens, sampling, 
     pos = (mask.cumsum(-1) - 1).clamp(min=0)
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    try:  # per-layer cache types (sliding windows) come from the config where supported
+        cache = DynamicCache(config=model.config)
+    except TypeError:
+        cache = DynamicCache()
     kw = {_cache_kw(model): cache}
     last = {"logits_to_keep": 1} if "logits_to_keep" in forward_params(model) else {}
     live = list(range(len(rows)))  # row index of each batch slot

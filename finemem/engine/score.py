@@ -54,6 +54,9 @@ class TokenScores:
     mu, sigma : float32 or None, mean and standard deviation of log p(z) for z ~ p, i.e.
         mu_t = sum_z p(z) log p(z) (= -H_t) and sigma_t^2 = sum_z p(z) (log p(z) - mu_t)^2,
         the normalisers of Min-K%++ (Zhang et al. 2024). None when min_k_stats=False.
+
+    The arrays of one `score` call are views into shared flat arrays (copy one to keep it
+    alone).
     """
 
     logprob: np.ndarray
