@@ -117,6 +117,7 @@ class RunConfig(_Strict):
         if exclude_run_dir:
             d.pop("run_dir")
         d.pop("audit", None)  # auditing settings do not change the checkpoints
+        d["data"].pop("eval", None)  # nor do the evaluation sets
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def to_yaml(self) -> str:
@@ -187,7 +188,6 @@ def load_config(path: str | Path, overrides: dict[str, Any] | None = None) -> Ru
     if not isinstance(raw, dict):
         raise UserError("the config must be a mapping of keys", source=str(path))
     for k, v in (overrides or {}).items():
-        if v is not None:
-            set_path(raw, k, v)
+        set_path(raw, k, v)  # None is a real value here (e.g. --set training.max_steps=null)
     cfg = parse_config(raw, source=str(path), text=text)
     return cfg

@@ -96,3 +96,14 @@ def test_config_example_cli_prints_valid_yaml():
                        capture_output=True, text=True)
     assert r.returncode == 0
     parse_config(yaml.safe_load(r.stdout))
+
+
+def test_set_null_override_and_eval_sets_do_not_change_digest(tmp_path):
+    p = write(tmp_path, GOOD.replace("  epochs: 2", "  epochs: 2\n  max_steps: 5"))
+    assert load_config(p).training.max_steps == 5
+    assert load_config(p, overrides={"training.max_steps": None}).training.max_steps is None
+    a = load_config(p)
+    b = load_config(p, overrides={"data.eval": {"test": {"source": "builtin:arith",
+                                                         "split": "test"}}})
+    assert a.digest() == b.digest()
+    assert a.digest() != load_config(p, overrides={"training.lr": 0.1}).digest()

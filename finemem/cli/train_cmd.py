@@ -72,9 +72,10 @@ def register(app: typer.Typer) -> None:
         from finemem.config import load_config
         from finemem.train import train
 
-        overrides = {"run_dir": run_dir, "model": model, "training.method": method,
-                     "training.lr": lr, "training.epochs": epochs,
-                     "training.max_steps": max_steps, "training.batch_size": batch_size,
-                     "training.seed": seed, **parse_sets(set_)}
+        flags = {"run_dir": run_dir, "model": model, "training.method": method,
+                 "training.lr": lr, "training.epochs": epochs,
+                 "training.max_steps": max_steps, "training.batch_size": batch_size,
+                 "training.seed": seed}
+        overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_sets(set_)}
         cfg = load_config(config, overrides=overrides)
         print_summary(train(cfg, force=force, progress=progress))

@@ -21,6 +21,8 @@ def stage_table(summary) -> Table:
     t = Table(title=f"Stages of {summary.run_dir}", show_lines=False)
     for col in ("checkpoint", "epoch", "test acc [95% CI]", "test PPL", "x min", "train PPL",
                 "OOD acc", "1st-tok H", *(k.split('/')[1] for k in k_keys), "stage"):
+        # columns: test PPL = PPL of the reference solutions; x min = its ratio to the running
+        # minimum (the stage rule's quantity); 1st-tok H = entropy of the first generated token
         t.add_column(col, justify="right" if col not in ("checkpoint", "stage") else "left")
     rec = summary.recommendation.name
     for r, lab in zip(rows, summary.labels):
@@ -37,5 +39,7 @@ def stage_table(summary) -> Table:
 
 def print_summary(summary, console: Console | None = None) -> None:
     console = console or Console()
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # logs and pipes: do not squeeze the table
     console.print(stage_table(summary))
     console.print(f"[bold]Recommendation:[/] {summary.recommendation.explanation}")
