@@ -8,12 +8,12 @@ them after the trajectory and reports them beside it (they take no part in the s
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 
 from finemem.analysis.merge import merge_checkpoints
 from finemem.errors import UserError
+from finemem.train.checkpoint import content_hash, weight_files
 
 
 def _record(ckpt: Path) -> dict:
@@ -35,13 +35,9 @@ def merge_run_checkpoints(ckpt_a: Path, ckpt_b: Path, *, alpha: float = 0.5,
         out = run_dir / "merges" / f"merge-{ckpt_a.name}-{ckpt_b.name}-a{alpha:g}"
     out.parent.mkdir(parents=True, exist_ok=True)
     merge_checkpoints(ckpt_a, ckpt_b, out, alpha)
-    weights = sorted(p for p in out.glob("*.safetensors"))
-    h = hashlib.sha256()
-    for p in weights:
-        h.update(p.read_bytes())
     record = {"step": max(ra["step"], rb["step"]), "epoch": max(ra["epoch"], rb["epoch"]),
               "kind": ra["kind"], "base_model": ra["base_model"],
-              "content_hash": h.hexdigest(), "merged_from": [str(ckpt_a), str(ckpt_b)],
+              "content_hash": content_hash(weight_files(out)), "merged_from": [str(ckpt_a), str(ckpt_b)],
               "alpha": alpha}
     (out / "finemem_ckpt.json").write_text(json.dumps(record, indent=1))
     return out

@@ -23,7 +23,6 @@ The base's hash is computed over its *.safetensors files once and remembered in
 from __future__ import annotations
 
 import gc
-import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from pathlib import Path
 import torch
 
 from finemem.errors import UserError
+from finemem.train.checkpoint import content_hash
 
 CKPT_META = "finemem_ckpt.json"
 HEAD_KEY = "lm_head.weight"
@@ -47,16 +47,6 @@ class CheckpointRef:
     content_hash: str
 
 
-def _sha256_files(files: list[Path]) -> str:
-    """sha256 over the bytes of `files`, in order (as finemem.train writes content_hash)."""
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
 def base_content_hash(base_model: str) -> str:
     """Content hash of a base model folder's weights (memoised); 'hub:<id>' for a hub id."""
     path = Path(base_model)
@@ -69,7 +59,7 @@ def base_content_hash(base_model: str) -> str:
     key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
     memo = json.loads(memo_file.read_text("utf-8")) if memo_file.is_file() else {}
     if key not in memo:
-        memo[key] = _sha256_files(files)
+        memo[key] = content_hash(files)
         memo_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = memo_file.with_name(memo_file.name + f".{id(memo)}.tmp")
         tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
@@ -97,7 +87,7 @@ def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
         if not (d.is_dir() and meta_file.is_file()):
             continue  # not complete (finemem writes the metadata before the rename)
         meta = json.loads(meta_file.read_text("utf-8"))
-        chash = meta.get("content_hash") or _sha256_files(sorted(d.glob("*.safetensors")))
+        chash = meta.get("content_hash") or content_hash(sorted(d.glob("*.safetensors")))
         refs.append(CheckpointRef(d.name, int(meta["step"]), float(meta.get("epoch", 0.0)),
                                   meta["kind"], str(d), str(meta["base_model"]), chash))
     refs.sort(key=lambda r: r.step)
