@@ -23,7 +23,7 @@ def load(path, **kw):
     return load_examples(DataSource(source=str(path), **kw))
 
 
-def check_qa(exs, stem):
+def assert_qa_examples(exs, stem):
     assert exs == [
         Example("2+3?", "It is 5.\n#### 5", answer="5", id=f"{stem}-0", meta={"topic": "add"}),
         Example("4*2?", "It is 8.\n#### 8", answer="8", id=f"{stem}-1", meta={"topic": "mul"})]
@@ -31,7 +31,7 @@ def check_qa(exs, stem):
 
 def test_jsonl_with_field_mapping(tmp_path):
     p = write_jsonl(tmp_path / "qa.jsonl", ROWS)
-    check_qa(load(p, fields=QA_FIELDS), "qa")
+    assert_qa_examples(load(p, fields=QA_FIELDS), "qa")
 
 
 def test_jsonl_identity_columns_ids_n_and_blank_lines(tmp_path):
@@ -49,25 +49,25 @@ def test_csv(tmp_path):
     p = tmp_path / "qa.csv"
     p.write_text('question,solution,final,topic\n2+3?,"It is 5.\n#### 5",5,add\n'
                  '4*2?,"It is 8.\n#### 8",8,mul\n', encoding="utf-8")
-    check_qa(load(p, fields=QA_FIELDS), "qa")
+    assert_qa_examples(load(p, fields=QA_FIELDS), "qa")
 
 
 def test_parquet(tmp_path):
     pd = pytest.importorskip("pandas")
     p = tmp_path / "qa.parquet"
     pd.DataFrame(ROWS).to_parquet(p)
-    check_qa(load(p, fields=QA_FIELDS), "qa")
+    assert_qa_examples(load(p, fields=QA_FIELDS), "qa")
 
 
 def test_datasets_folders(tmp_path):
     datasets = pytest.importorskip("datasets")
     ds = datasets.Dataset.from_list(ROWS)
     ds.save_to_disk(str(tmp_path / "flat"))
-    check_qa(load(tmp_path / "flat", fields=QA_FIELDS), "flat")
+    assert_qa_examples(load(tmp_path / "flat", fields=QA_FIELDS), "flat")
     other = datasets.Dataset.from_list([{"question": "q", "solution": "s", "final": 1,
                                          "topic": "t"}])
     datasets.DatasetDict({"train": ds, "test": other}).save_to_disk(str(tmp_path / "dd"))
-    check_qa(load(tmp_path / "dd", fields=QA_FIELDS), "dd-train")
+    assert_qa_examples(load(tmp_path / "dd", fields=QA_FIELDS), "dd-train")
     test = load(tmp_path / "dd", split="test", fields=QA_FIELDS)
     assert [(e.prompt, e.answer, e.id) for e in test] == [("q", "1", "dd-test-0")]
     with pytest.raises(UserError, match="no split 'dev'; available: train, test"):
