@@ -75,7 +75,9 @@ def comparison(s, title: str) -> tuple[list[str], object, object]:
         lines += ["No checkpoint of this run was labelled over-memorized, so there is nothing to "
                   "compare.", ""]
         return lines, rec, None
-    lines += [f"| metric | recommended {rec.name} (epoch {rec.epoch:g}) | over-memorized "
+    lines += [f"The over-memorized checkpoint shown is the one with the highest PPL ratio among "
+              f"those the stage rule labelled over-memorized.", "",
+              f"| metric | recommended {rec.name} (epoch {rec.epoch:g}) | over-memorized "
               f"{om.name} (epoch {om.epoch:g}) |", "|---|---|---|"]
     lines += [f"| {label} | {cell(rec, k)} | {cell(om, k)} |" for k, label in COMPARE]
     return lines + [""], rec, om
@@ -125,15 +127,30 @@ def claims(summaries, rec, om, final, merged, mar_final) -> list[str]:
     out = []
     n_om = sum(lab.label == "over-memorized" for lab in hi.labels)
     out.append(f"| At a high learning rate, test PPL rises while accuracy stays high | "
-               f"{n_om} over-memorized checkpoint(s) in full-high | "
+               f"{n_om} checkpoint(s) of full-high labelled over-memorized by the stage rule "
+               f"(accuracy's upper 95% bound within {hi.rule.delta:g} of the best) | "
                f"{'held' if n_om else 'did not hold'} |")
+    from finemem.demo import signature
+
+    sig = signature(hi, ratio=1 + hi.rule.tau, delta=hi.rule.delta)
+    best = max(hi.column("test/accuracy"))
+    top = max(lab.ppl_ratio for r, lab in zip(hi.rows, hi.labels)
+              if r.get("test/accuracy") >= best - hi.rule.delta)
+    out.append(f"| ... strictly: several consecutive checkpoints at >= {1 + hi.rule.tau:g}x PPL "
+               f"with point accuracy within {hi.rule.delta:g} of the best | longest such run: "
+               f"{len(sig)} checkpoint(s); largest PPL ratio within {hi.rule.delta:g} of the "
+               f"best: {top:.2f}x | {'held' if len(sig) >= 2 else 'did not hold'} |")
     if lo is not None:
         def onset(s):
             return next((r.epoch for r, lab in zip(s.rows, s.labels)
                          if lab.label == "over-memorized"), math.inf)
         oh, ol = onset(hi), onset(lo)
+        v = ("not testable: neither run reached it" if oh == ol == math.inf
+             else "held" if ol > oh else "did not hold")
+        ratio_hi, ratio_lo = (max(lab.ppl_ratio for lab in x.labels) for x in (hi, lo))
         out.append(f"| A lower learning rate reaches it later | onset epoch high {oh:g}, low "
-                   f"{ol:g} | {'held' if ol > oh else 'did not hold'} |")
+                   f"{ol:g}; largest PPL ratio high {ratio_hi:.2f}x, low {ratio_lo:.2f}x | "
+                   f"{v} |")
     lora = summaries.get("lora-high")
     if lora is not None:
         n_l = sum(lab.label == "over-memorized" for lab in lora.labels)
