@@ -36,7 +36,7 @@ from bench._perf import machine, write_section  # noqa: E402
 from finemem.config import parse_config  # noqa: E402
 
 
-def make_cfg(model: str, run_dir: Path, *, method: str, n: int, steps: int) -> "RunConfig":
+def make_cfg(model: str, run_dir: Path, *, method: str, n: int, steps: int) -> object:
     return parse_config({
         "run_dir": str(run_dir), "model": model, "device": "cpu",
         "data": {"train": {"source": "builtin:arith", "split": "train", "n": n}},

@@ -75,8 +75,8 @@ def comparison(s, title: str) -> tuple[list[str], object, object]:
         lines += ["No checkpoint of this run was labelled over-memorized, so there is nothing to "
                   "compare.", ""]
         return lines, rec, None
-    lines += [f"The over-memorized checkpoint shown is the one with the highest PPL ratio among "
-              f"those the stage rule labelled over-memorized.", "",
+    lines += ["The over-memorized checkpoint shown is the one with the highest PPL ratio among "
+              "those the stage rule labelled over-memorized.", "",
               f"| metric | recommended {rec.name} (epoch {rec.epoch:g}) | over-memorized "
               f"{om.name} (epoch {om.epoch:g}) |", "|---|---|---|"]
     lines += [f"| {label} | {cell(rec, k)} | {cell(om, k)} |" for k, label in COMPARE]
@@ -85,7 +85,7 @@ def comparison(s, title: str) -> tuple[list[str], object, object]:
 
 def write_replication(doc: Path, summaries: dict, cfgs: dict, plan: dict, *,
                       minutes: float) -> None:
-    hi, lo = summaries["full-high"], summaries.get("full-low")
+    hi = summaries["full-high"]
     L = ["# Replication: over-memorization on the built-in setup", "",
          f"Produced by `finemem reproduce over-memorization` on {time.strftime('%Y-%m-%d')} "
          f"in {minutes:.0f} minutes (CPU). Base model `{cfgs['full-high'].model}`, task "
