@@ -33,10 +33,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench._perf import machine, write_section  # noqa: E402
-from finemem.config import parse_config  # noqa: E402
+from finemem.config import RunConfig, parse_config  # noqa: E402
 
 
-def make_cfg(model: str, run_dir: Path, *, method: str, n: int, steps: int) -> object:
+def make_cfg(model: str, run_dir: Path, *, method: str, n: int, steps: int) -> RunConfig:
     return parse_config({
         "run_dir": str(run_dir), "model": model, "device": "cpu",
         "data": {"train": {"source": "builtin:arith", "split": "train", "n": n}},
