@@ -88,7 +88,8 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, plan: dict, *,
     hi = summaries["full-high"]
     L = ["# Replication: over-memorization on the built-in setup", "",
          f"Produced by `finemem reproduce over-memorization` on {time.strftime('%Y-%m-%d')} "
-         f"in {minutes:.0f} minutes (CPU). Base model `{cfgs['full-high'].model}`, task "
+         f"(CPU; this invocation took {minutes:.0f} min, and a rerun reuses finished runs and "
+         "audits). Base model `{cfgs['full-high'].model}`, task "
          f"`{cfgs['full-high'].data.train.source}` ({cfgs['full-high'].data.train.n} training "
          "problems). Every figure is measured in this run; intervals are 95% (Wilson for "
          "accuracies, bootstrap over problems otherwise). Stage rule: over-memorized = accuracy "
