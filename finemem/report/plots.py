@@ -23,7 +23,7 @@ def plot_dynamics(summary, out: str | Path) -> Path:
     x = [r.epoch for r in rows]
     acc = summary.column("test/accuracy")
     ppl = summary.column("test/ppl")
-    fig, ax = plt.subplots(figsize=(8, 4.5))
+    fig, ax = plt.subplots(figsize=(8, 5.2))
     edges = [x[0]] + [(a + b) / 2 for a, b in zip(x, x[1:])] + [x[-1]]
     for i, lab in enumerate(summary.labels):
         ax.axvspan(edges[i], edges[i + 1], color=STAGE_COLOURS[lab.label][0], lw=0)
@@ -40,7 +40,8 @@ def plot_dynamics(summary, out: str | Path) -> Path:
     handles = [ax.lines[0], ax2.lines[0]] + [
         Patch(color=c, label=t) for k, (c, t) in STAGE_COLOURS.items()
         if k in {lab.label for lab in summary.labels}]
-    ax.legend(handles=handles, loc="lower right", fontsize=8)
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              fontsize=8, frameon=False)
     ax.set_title(f"Learning dynamics: {Path(summary.run_dir).name}")
     fig.tight_layout()
     out = Path(out)
