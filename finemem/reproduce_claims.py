@@ -12,6 +12,7 @@ from finemem.audit.evalsets import ROBUSTNESS
 COMPARE = [("test/accuracy", "test accuracy"), ("test/ppl", "test PPL (reference solutions)"),
            ("ood/accuracy", "OOD accuracy"),
            *((f"{r}/accuracy", f"accuracy, {r.split('_', 1)[1]}") for r in ROBUSTNESS),
+           ("test_preamble/accuracy_drop", "accuracy drop with preamble (clean - preamble)"),
            ("test/first_token_entropy", "first-token entropy (nats)"),
            ("test/distinct@8", "distinct@8 (distinct samples / 8)"),
            ("test/pass@8", "pass@8"), ("test/self_bleu", "self-BLEU of samples"),
@@ -89,7 +90,7 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, plan: dict, *,
     L = ["# Replication: over-memorization on the built-in setup", "",
          f"Produced by `finemem reproduce over-memorization` on {time.strftime('%Y-%m-%d')} "
          f"(CPU; this invocation took {minutes:.0f} min, and a rerun reuses finished runs and "
-         "audits). Base model `{cfgs['full-high'].model}`, task "
+         f"audits). Base model `{cfgs['full-high'].model}`, task "
          f"`{cfgs['full-high'].data.train.source}` ({cfgs['full-high'].data.train.n} training "
          "problems). Every figure is measured in this run; intervals are 95% (Wilson for "
          "accuracies, bootstrap over problems otherwise). Stage rule: over-memorized = accuracy "
@@ -161,6 +162,8 @@ def claims(summaries, rec, om, final, merged, mar_final) -> list[str]:
         out.append(f"| Over-memorized checkpoints are less robust to a neutral preamble | "
                    f"accuracy with preamble | "
                    f"{verdict(rec, om, 'test_preamble/accuracy', expect='lower')} |")
+        out.append(f"| | drop from its own clean accuracy (separates robustness from accuracy) | "
+                   f"{verdict(rec, om, 'test_preamble/accuracy_drop', expect='higher')} |")
         out.append(f"| ... and generalize worse out of distribution | OOD accuracy | "
                    f"{verdict(rec, om, 'ood/accuracy', expect='lower')} |")
         out.append(f"| ... and generate less diversely | distinct@8 | "
