@@ -30,6 +30,9 @@ class DataSource(_Strict):
     split: str = Field("train", description="split of a builtin task or hub/disk dataset")
     n: int | None = Field(None, gt=0, description="keep the first n examples (None = all)")
     seed: int = Field(0, description="seed of a builtin task's generator")
+    options: dict[str, Any] = Field(default_factory=dict,
+                                    description="a builtin task's generator options, e.g. "
+                                                "{pair_frac: 0.0} for arith")
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="map finemem field -> your column, e.g. "
                                                "{prompt: question, completion: answer}")

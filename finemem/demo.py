@@ -66,7 +66,7 @@ def run_demo(run_dir: Path, *, force: bool = False, console: Console | None = No
         console.print(f"[bold]Over-memorization signature:[/] {len(sig)} consecutive checkpoints "
                       f"({names}) have test PPL >= 1.3x its minimum with accuracy within 5 "
                       f"points of the best.")
-        for key in ("test/first_token_entropy", "test/distinct@8"):
+        for key in ("test/first_token_entropy", "test/distinct@8", "test/distinct_openings@8"):
             over = sum(r.get(key) for r in sig) / len(sig)
             console.print(f"  {key.split('/')[1]}: {over:.3f} there vs {rec.get(key):.3f} at "
                           f"the recommended {rec.name}")

@@ -15,6 +15,7 @@ COMPARE = [("test/accuracy", "test accuracy"), ("test/ppl", "test PPL (reference
            ("test_preamble/accuracy_drop", "accuracy drop with preamble (clean - preamble)"),
            ("test/first_token_entropy", "first-token entropy (nats)"),
            ("test/distinct@8", "distinct@8 (distinct samples / 8)"),
+           ("test/distinct_openings@8", "distinct openings@8 (distinct first lines / 8)"),
            ("test/pass@8", "pass@8"), ("test/self_bleu", "self-BLEU of samples"),
            ("test/embedding_dispersion", "embedding dispersion"), ("test/ece", "ECE")]
 
@@ -168,6 +169,8 @@ def claims(summaries, rec, om, final, merged, mar_final) -> list[str]:
                    f"{verdict(rec, om, 'ood/accuracy', expect='lower')} |")
         out.append(f"| ... and generate less diversely | distinct@8 | "
                    f"{verdict(rec, om, 'test/distinct@8', expect='lower')} |")
+        out.append(f"| | distinct openings@8 (first lines) | "
+                   f"{verdict(rec, om, 'test/distinct_openings@8', expect='lower')} |")
         out.append(f"| | first-token entropy | "
                    f"{verdict(rec, om, 'test/first_token_entropy', expect='lower')} |")
         out.append(f"| | pass@8 | {verdict(rec, om, 'test/pass@8', expect='lower')} |")

@@ -46,6 +46,9 @@ def test_demo_and_reproduce_configs_validate(tmp_path):
     assert {"full-high", "full-low", "lora-high", "full-high-mar"} <= set(runs)
     assert runs["full-high-mar"].training.loss == "mar"
     assert runs["full-low"].training.lr < runs["full-high"].training.lr
+    # reproduce's full-high is the demo run (same training digest) with more eval sets
+    assert runs["full-high"].digest() == cfg.digest()
+    assert {"test_distractor", "test_renamed", "test_reworded"} <= set(runs["full-high"].data.eval)
 
 
 @pytest.mark.parametrize("text,row,field,msg", [

@@ -83,6 +83,17 @@ def test_builtin_task():
         load_examples(DataSource(source="builtin:summarize", fields={"prompt": "q"}))
 
 
+def test_builtin_task_options(tmp_path):
+    src = DataSource(source="builtin:arith", n=40, options={"pair_frac": 0.0, "events": [2, 2]})
+    exs = load_examples(src)
+    assert {e.meta["kind"] for e in exs} == {"chain"}
+    assert {len(e.meta["amounts"]) for e in exs} == {2}
+    with pytest.raises(UserError, match="no option 'pairs'.*options: max_value, pair_frac"):
+        load_examples(DataSource(source="builtin:arith", options={"pairs": 0}))
+    with pytest.raises(UserError, match="only applies to a builtin task"):
+        load(write_jsonl(tmp_path / "d.jsonl", ROWS), fields=QA_FIELDS, options={"x": 1})
+
+
 def test_hub_id_offline_is_one_user_error(monkeypatch):
     import datasets
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from finemem.errors import UserError
-from finemem.metrics.diversity import (distinct_answers, distinct_n, embed_texts,
+from finemem.metrics.diversity import (distinct_answers, distinct_fraction, distinct_n, embed_texts,
                                        embedding_dispersion, entropy_from_probs,
                                        load_sentence_encoder, mean_pass_at_k, pass_at_k,
                                        self_bleu)
@@ -29,6 +29,15 @@ def test_pass_at_k_hand_values_and_stability():
 
 def test_mean_pass_at_k():
     assert mean_pass_at_k([5, 5, 4], [2, 0, 2], k=2) == pytest.approx((0.7 + 0 + 1 - 1 / 6) / 3)
+
+
+def test_distinct_fraction_hand_values():
+    assert distinct_fraction(["x", "x", "y", "z"]) == pytest.approx(3 / 4)
+    # first lines: "A." twice (the blank first line of the third is skipped), "B." once
+    samples = ["A.\n1 + 1 = 2.", "A.\n2 + 2 = 4.", "\n A.\n3", "B.\n5"]
+    assert distinct_fraction(samples) == pytest.approx(1.0)
+    assert distinct_fraction(samples, first_line=True) == pytest.approx(2 / 4)
+    assert math.isnan(distinct_fraction([]))
 
 
 def test_distinct_n_hand_values():

@@ -10,8 +10,8 @@ import numpy as np
 from finemem.config import AuditConfig
 from finemem.metrics.answers import answers_match, extract_answer
 from finemem.metrics.calibration import expected_calibration_error
-from finemem.metrics.diversity import (distinct_answers, distinct_n, embed_texts,
-                                       embedding_dispersion, pass_at_k, self_bleu)
+from finemem.metrics.diversity import (distinct_answers, distinct_fraction, distinct_n,
+                                       embed_texts, embedding_dispersion, pass_at_k, self_bleu)
 from finemem.metrics.stats import Rate, bootstrap_ci
 
 
@@ -59,6 +59,7 @@ def diversity(samples: list[list[str]], refs: list[str], acfg: AuditConfig, *,
     """
     k = acfg.k_samples
     per: dict[str, list[float]] = {f"pass@{k}": [], "pass@1": [], f"distinct@{k}": [],
+                                   f"distinct_openings@{k}": [],
                                    "distinct_correct_answers": [], "distinct_2": [],
                                    "self_bleu": [], "embedding_dispersion": []}
     conf = []
@@ -69,7 +70,8 @@ def diversity(samples: list[list[str]], refs: list[str], acfg: AuditConfig, *,
         c = int(sum(ok))
         per[f"pass@{k}"].append(pass_at_k(len(texts), c, k))
         per["pass@1"].append(pass_at_k(len(texts), c, 1))
-        per[f"distinct@{k}"].append(len(set(texts)) / len(texts))
+        per[f"distinct@{k}"].append(distinct_fraction(texts))
+        per[f"distinct_openings@{k}"].append(distinct_fraction(texts, first_line=True))
         per["distinct_correct_answers"].append(
             distinct_answers([a for a, o in zip(ans, ok) if o]))
         per["distinct_2"].append(distinct_n(texts, n=2))

@@ -58,6 +58,9 @@ def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> li
     del trust_remote_code  # kept for API stability; see the module docstring
     if src.source.startswith("builtin:"):
         return _load_builtin(src)
+    if src.options:
+        raise UserError("'options' only applies to a builtin task; remove it",
+                        source=src.source, field="options")
     rows, origin, stem = _read_rows(src)
     if not rows:
         raise UserError("the dataset has no examples; add at least one row", source=origin)
@@ -84,7 +87,7 @@ def _load_builtin(src) -> list[Example]:
     if src.fields:
         raise UserError("'fields' does not apply to a builtin task; remove it",
                         source=src.source, field="fields")
-    task = get_task(src.source.split(":", 1)[1])
+    task = get_task(src.source.split(":", 1)[1], **src.options)
     return task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
 
 

@@ -109,6 +109,30 @@ def self_bleu(texts) -> float:
     return float(np.mean(scores)) / 100.0
 
 
+@register_metric("distinct_fraction", higher_is_better=True, more_memorized_when="lower",
+                 inputs="texts")
+def distinct_fraction(texts, *, first_line: bool = False) -> float:
+    r"""Share of distinct texts among the samples (distinct@k for k samples).
+
+    .. math:: \frac{|\{\text{distinct } t_i\}|}{k}
+
+    With ``first_line``, only each sample's first non-empty line counts: the opening, where a
+    model that memorized its training phrasings narrows first (the rest of a long solution
+    almost always differs somewhere, so whole-text distinct@k stays near 1).
+
+    >>> distinct_fraction(["a", "a", "b", "c"])
+    0.75
+    >>> distinct_fraction(["Hi.\n1 + 2", "Hi.\n2 + 2", "Yo.\n1"], first_line=True)
+    0.6666666666666666
+    """
+    texts = list(texts)
+    if not texts:
+        return math.nan
+    if first_line:
+        texts = [next((ln.strip() for ln in t.splitlines() if ln.strip()), "") for t in texts]
+    return len(set(texts)) / len(texts)
+
+
 @register_metric("distinct_answers", higher_is_better=True, more_memorized_when="lower",
                  inputs="answers")
 def distinct_answers(answers) -> int:

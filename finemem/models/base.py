@@ -8,7 +8,7 @@ Usage:
 The pretraining corpus mixes `pretrain_texts` of every registered task (drawn with other seeds
 than the fine-tuning splits, and disjoint from them). A built model lives in
 `finemem_home()/base/<size>-<hash12>/`, where the hash covers the size spec, the corpus spec (task
-list, each task's spec and source, CORPUS_VERSION), the seeds and the tokenizer spec, so a second
+list, each task's spec and a sample of its corpus, CORPUS_VERSION), the seeds and the tokenizer spec, so a second
 call with the same inputs returns at once. Folders are written atomically (temp dir + rename).
 
 Sequence format used everywhere in finemem:
@@ -20,8 +20,6 @@ with each part tokenized separately (add_special_tokens=False).
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import math
 import os
@@ -52,6 +50,7 @@ SIZES: dict[str, dict] = {
                  final_lr_frac=0.1, arith_share=0.4),
 }
 SEEDS = {"corpus": 1234, "model": 0}
+CORPUS_SAMPLE = 300  # texts per task hashed into the cache key
 
 
 def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path:
@@ -94,18 +93,21 @@ def build_spec(size: str) -> dict:
     """Everything a base model is built from; its hash names the cache folder."""
     from finemem.data.tasks import get_task, task_names
 
-    tasks = {}
+    tasks, sample = {}, hashlib.sha256()
     for name in task_names():
         task = get_task(name)
         tasks[name] = task.spec() if callable(getattr(task, "spec", None)) else None
-    # The generators' source (tasks and their word banks): any edit means a new corpus.
-    pkg = Path(inspect.getfile(importlib.import_module("finemem.data.tasks"))).parent
-    src = hashlib.sha256()
-    for f in sorted(pkg.glob("*.py")):
-        src.update(f.name.encode() + b"\0" + f.read_bytes())
+        # A sample of the generated corpus, not the source: refactoring a generator without
+        # changing its text keeps the cache; changing its text (generators are prefix-stable,
+        # so the first texts change too) builds a new base.
+        try:
+            texts = task.pretrain_texts(CORPUS_SAMPLE, seed=SEEDS["corpus"])
+        except NotImplementedError:
+            texts = []
+        sample.update(name.encode() + b"\0" + "\0".join(texts).encode() + b"\1")
     return {"size": dict(SIZES[size]),
             "corpus": {"version": CORPUS_VERSION, "tasks": tasks,
-                       "source_sha": src.hexdigest()[:16]},
+                       "sample_sha": sample.hexdigest()[:16]},
             "seeds": dict(SEEDS), "build_version": BUILD_VERSION,
             "tokenizer": {"kind": "byte-level-bpe", "vocab": SIZES[size]["vocab"],
                           "special": [BOS, EOS, PAD], "numbers": "0-99 forced single tokens"}}

@@ -52,7 +52,8 @@ def plot_dynamics(summary, out: str | Path) -> Path:
 
 
 def plot_diversity(summary, out: str | Path, keys: tuple[str, ...] = (
-        "test/first_token_entropy", "test/distinct@8", "test/self_bleu")) -> Path | None:
+        "test/first_token_entropy", "test/distinct@8", "test/distinct_openings@8",
+        "test/self_bleu")) -> Path | None:
     keys = tuple(k for k in keys if any(k in r.metrics for r in summary.rows))
     if not keys:
         return None

@@ -17,12 +17,15 @@ def _fmt(v: float, digits: int = 3) -> str:
 
 def stage_table(summary) -> Table:
     rows = summary.rows
-    k_keys = sorted({k for r in rows for k in r.metrics if k.startswith("test/distinct@")})
+    k_keys = sorted({k for r in rows for k in r.metrics
+                     if k.startswith(("test/distinct@", "test/distinct_openings@"))})
     t = Table(title=f"Stages of {summary.run_dir}", show_lines=False)
     for col in ("checkpoint", "epoch", "test acc [95% CI]", "test PPL", "x min", "train PPL",
-                "OOD acc", "1st-tok H", *(k.split('/')[1] for k in k_keys), "stage"):
+                "OOD acc", "1st-tok H", *(k.split('/')[1].replace("distinct_openings", "open")
+                                               for k in k_keys), "stage"):
         # columns: test PPL = PPL of the reference solutions; x min = its ratio to the running
-        # minimum (the stage rule's quantity); 1st-tok H = entropy of the first generated token
+        # minimum (the stage rule's quantity); 1st-tok H = entropy of the first generated token;
+        # open@k = distinct first lines among k samples
         t.add_column(col, justify="right" if col not in ("checkpoint", "stage") else "left")
     rec = summary.recommendation.name
     for r, lab in zip(rows, summary.labels):

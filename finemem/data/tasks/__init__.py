@@ -19,6 +19,7 @@ Contract every task keeps:
 from __future__ import annotations
 
 import difflib
+import inspect
 from typing import ClassVar
 
 from finemem.data.example import Example
@@ -53,14 +54,24 @@ def register_task(name: str):
     return deco
 
 
-def get_task(name: str) -> Task:
+def get_task(name: str, **options) -> Task:
+    """The registered task `name`, built with its generator options (e.g. arith's pair_frac)."""
     _load_builtin()
     if name not in TASKS:
         close = difflib.get_close_matches(name, TASKS, n=1)
         hint = f" Did you mean: {close[0]}?" if close else ""
         raise UserError(f"Unknown task '{name}'.{hint} Available: {', '.join(sorted(TASKS))}",
                         field="task")
-    return TASKS[name]()
+    cls = TASKS[name]
+    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    unknown = sorted(set(options) - set(accepted))
+    if unknown:
+        raise UserError(f"task '{name}' has no option {', '.join(map(repr, unknown))}; "
+                        f"options: {', '.join(accepted) or 'none'}", field="options")
+    try:
+        return cls(**options)
+    except (TypeError, ValueError) as e:
+        raise UserError(f"bad option for task '{name}': {e}", field="options") from None
 
 
 def task_names() -> list[str]:
