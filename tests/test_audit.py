@@ -94,6 +94,23 @@ def test_merge_then_audit(audited):
     assert r.exit_code != 0
 
 
+def test_changed_eval_set_is_reaudited(audited):
+    """Same training, a bigger OOD set: train is a no-op that refreshes config.yaml, and the
+    audit recomputes the OOD metrics instead of serving the old ones."""
+    from finemem.audit import summarize
+
+    cfg = yaml.safe_load((audited / "config.yaml").read_text())
+    cfg["data"]["eval"]["ood"]["n"] = 24
+    path = audited.parent / "run-ood24.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = runner.invoke(app, ["train", "--config", str(path)])
+    assert r.exit_code == 0, r.output
+    assert yaml.safe_load((audited / "config.yaml").read_text())["data"]["eval"]["ood"]["n"] == 24
+    r = runner.invoke(app, ["audit", str(audited), "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert {r.metrics["ood/accuracy"]["n"] for r in summarize(audited).rows} == {24}
+
+
 def test_audit_of_non_run_is_one_line_error(tmp_path):
     from subprocess import run
     import sys

@@ -61,8 +61,13 @@ def audit_run(run_dir: str | Path, *, audit_cfg: AuditConfig | None = None,
     tok = load_tokenizer(str(Path(run_dir) / "tokenizer"))
     sets = eval_sets(cfg, tok)
     train = train_sample(cfg, acfg.train_sample, tok)
-    done_key = "audit_done:" + hashlib.sha256(
-        acfg.model_dump_json().encode() + ",".join(sorted(sets)).encode()).hexdigest()[:10]
+    # The key covers the audit settings and the eval sets' content, so a changed eval set is
+    # re-audited (unchanged examples still come from the per-example cache).
+    h = hashlib.sha256(acfg.model_dump_json().encode())
+    for name in sorted(sets):
+        h.update(json.dumps([name] + [[e.id, e.prompt, e.completion, e.answer]
+                                      for e in sets[name].examples]).encode())
+    done_key = "audit_done:" + h.hexdigest()[:10]
     refs = [r for r in engine.load_run_checkpoints(run_dir) + merged_refs(run_dir)
             if not store.has_metric(r.name, "*", "audit_done", done_key)]
     if not refs:

@@ -73,6 +73,17 @@ def prepare(cfg: RunConfig, *, device) -> Prepared:
                     manifest=manifest)
 
 
+def refresh_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Rewrite config.yaml of a run with the same training digest when the parts outside the
+    digest (eval sets, audit settings) changed, so `finemem audit` uses the new ones."""
+    path = Path(run_dir) / "config.yaml"
+    text = cfg.to_yaml()
+    if path.read_text(encoding="utf-8") != text:
+        tmp = path.with_suffix(".yaml.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+
+
 def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
     """Write config.yaml (first, atomically: it marks the folder as this run's), then
     manifest.jsonl and tokenizer/. Safe to repeat while the run has no checkpoint yet."""
