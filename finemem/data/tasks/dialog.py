@@ -18,10 +18,9 @@ from __future__ import annotations
 
 import random
 
-from finemem.data.example import Example
-from finemem.data.tasks import Task, register_task
+from finemem.data.tasks import register_task
 from finemem.data.tasks.lexicon import (CITIES, DRUGS, FIRST_NAMES, NUMBER_WORDS, OCCUPATIONS,
-                                        SYMPTOMS, a_an, draw_split, pretrain_from)
+                                        SYMPTOMS, TextTask, a_an)
 
 OPENERS = ("Hello doctor.", "Hi doctor, I hope you can help me.", "Good evening.",
            "Dear doctor, I have a question.")
@@ -128,13 +127,6 @@ def _make(rng: random.Random) -> tuple[str, str, None, dict]:
 
 
 @register_task("dialog")
-class Dialog(Task):
-    splits = ("train", "test", "heldout")
+class Dialog(TextTask):
     answer_extractor = None  # free text: graded by overlap metrics, not an exact answer
-
-    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        self.check_split(split)
-        return draw_split(self.name, split, n, seed, _make)
-
-    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        return pretrain_from(self.name, n, seed, _make)
+    make = staticmethod(_make)

@@ -20,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import random
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from finemem.data.example import Example
+from finemem.data.tasks import Task
 from finemem.errors import UserError
 
 
@@ -226,3 +228,18 @@ def coin_word(rng: random.Random, *, syllables: tuple[int, int] = (2, 3), suffix
     word = "".join(rng.choice(onsets) + rng.choice(vowels) + rng.choice(codas)
                    for _ in range(rng.randint(*syllables)))
     return word + suffix
+
+
+class TextTask(Task):
+    """A free-text task drawn from one `make(rng)` function: train / test / heldout splits and
+    pretraining texts all come from `draw_split`'s disjoint partitions."""
+
+    splits: ClassVar[tuple[str, ...]] = ("train", "test", "heldout")
+    make: ClassVar[MakeFn]
+
+    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
+        self.check_split(split)
+        return draw_split(self.name, split, n, seed, type(self).make)
+
+    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
+        return pretrain_from(self.name, n, seed, type(self).make)

@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import random
 
-from finemem.data.example import Example
-from finemem.data.tasks import Task, register_task
-from finemem.data.tasks.lexicon import (CITIES, COLORS, FIRST_NAMES, OCCUPATIONS, SURNAMES, a_an,
-                                        coin_word, draw_split, pretrain_from)
+from finemem.data.tasks import register_task
+from finemem.data.tasks.lexicon import (CITIES, COLORS, FIRST_NAMES, OCCUPATIONS, SURNAMES,
+                                        TextTask, a_an, coin_word)
 
 # (kind, habitat, measure sentence, measure questions, measure answer, number range)
 KINDS = (
@@ -104,13 +103,6 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
 
 
 @register_task("qa")
-class QA(Task):
-    splits = ("train", "test", "heldout")
+class QA(TextTask):
     answer_extractor = "first_line"  # answer = first line of the generation, stripped
-
-    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        self.check_split(split)
-        return draw_split(self.name, split, n, seed, _make)
-
-    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        return pretrain_from(self.name, n, seed, _make)
+    make = staticmethod(_make)

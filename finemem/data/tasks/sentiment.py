@@ -16,10 +16,9 @@ from __future__ import annotations
 
 import random
 
-from finemem.data.example import Example
-from finemem.data.tasks import Task, register_task
+from finemem.data.tasks import register_task
 from finemem.data.tasks.lexicon import (CITIES, FIRST_NAMES, MOVIE_GENRES, PRODUCT_KINDS, SURNAMES,
-                                        WEEKDAYS, a_an, coin_word, draw_split, pretrain_from)
+                                        WEEKDAYS, TextTask, a_an, coin_word)
 
 # aspect -> (positive remarks, negative remarks); {it} is "it" or the item's short name.
 PRODUCT_ASPECTS = {
@@ -128,13 +127,6 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
 
 
 @register_task("sentiment")
-class Sentiment(Task):
-    splits = ("train", "test", "heldout")
+class Sentiment(TextTask):
     answer_extractor = "first_line"  # answer = first line of the generation, stripped
-
-    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        self.check_split(split)
-        return draw_split(self.name, split, n, seed, _make)
-
-    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        return pretrain_from(self.name, n, seed, _make)
+    make = staticmethod(_make)

@@ -16,11 +16,10 @@ from __future__ import annotations
 
 import random
 
-from finemem.data.example import Example
-from finemem.data.tasks import Task, register_task
+from finemem.data.tasks import register_task
 from finemem.data.tasks.lexicon import (ADJECTIVES, CITIES, FILLER_SENTENCES, FIRST_NAMES, MONTHS,
-                                        OCCUPATIONS, ORG_KINDS, SURNAMES, WEEKDAYS, a_an,
-                                        coin_word, draw_split, number_text, pretrain_from)
+                                        OCCUPATIONS, ORG_KINDS, SURNAMES, WEEKDAYS, TextTask, a_an,
+                                        coin_word, number_text)
 
 # Story frames: past-tense event, where, the number fact, the next step. {rare} is a made-up word.
 FRAMES = (
@@ -133,13 +132,6 @@ def _make(rng: random.Random) -> tuple[str, str, None, dict]:
 
 
 @register_task("summarize")
-class Summarize(Task):
-    splits = ("train", "test", "heldout")
+class Summarize(TextTask):
     answer_extractor = None  # free text: graded by overlap metrics, not an exact answer
-
-    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        self.check_split(split)
-        return draw_split(self.name, split, n, seed, _make)
-
-    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        return pretrain_from(self.name, n, seed, _make)
+    make = staticmethod(_make)

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import random
 
-from finemem.data.example import Example
-from finemem.data.tasks import Task, register_task
-from finemem.data.tasks.lexicon import (ADJECTIVES, CITIES, FIRST_NAMES, RARE_WORDS, SURNAMES, a_an,
-                                        draw_split, pretrain_from)
+from finemem.data.tasks import register_task
+from finemem.data.tasks.lexicon import (ADJECTIVES, CITIES, FIRST_NAMES, RARE_WORDS, SURNAMES,
+                                        TextTask, a_an)
 
 AGENTS = tuple(w.split("/") for w in """
 farmer teacher child/children doctor painter merchant sailor student baker soldier singer girl
@@ -142,13 +141,6 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
 
 
 @register_task("translate")
-class Translate(Task):
-    splits = ("train", "test", "heldout")
+class Translate(TextTask):
     answer_extractor = "first_line"  # answer = first line of the generation, stripped
-
-    def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        self.check_split(split)
-        return draw_split(self.name, split, n, seed, _make)
-
-    def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        return pretrain_from(self.name, n, seed, _make)
+    make = staticmethod(_make)
