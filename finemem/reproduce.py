@@ -32,7 +32,7 @@ def run_configs(out: Path) -> dict:
     for name, overrides in plan()["runs"].items():
         raw = yaml.safe_load(base_text)
         raw["run_dir"] = str(out / name)
-        for key, value in (overrides or {}).items():
+        for key, value in {**(plan().get("common") or {}), **(overrides or {})}.items():
             set_path(raw, key, value)
         cfgs[name] = parse_config(raw, source=f"reproduce:{name}")
     return cfgs

@@ -69,9 +69,22 @@ def test_spec_hash_inputs_cover_tasks_and_seeds():
     spec = build_spec("test")
     assert "arith" in spec["corpus"]["tasks"]
     assert spec["corpus"]["tasks"]["arith"]["version"] >= 1
-    assert len(spec["corpus"]["source_sha"]) == 16
+    assert len(spec["corpus"]["sample_sha"]) == 16
     assert set(spec) == {"size", "corpus", "seeds", "tokenizer", "build_version"}
     assert build_spec("tiny")["size"] != spec["size"]
+
+
+def test_spec_hash_follows_the_generated_text(monkeypatch):
+    """The cache key changes when a task's pretraining text changes, not when its code does."""
+    from finemem.data.tasks.arith import ArithTask
+
+    before = build_spec("test")["corpus"]["sample_sha"]
+    original = ArithTask.pretrain_texts
+    monkeypatch.setattr(ArithTask, "pretrain_texts", lambda self, n, seed=0: original(self, n, seed))
+    assert build_spec("test")["corpus"]["sample_sha"] == before  # same text, new code
+    monkeypatch.setattr(ArithTask, "pretrain_texts",
+                        lambda self, n, seed=0: [t + "!" for t in original(self, n, seed)])
+    assert build_spec("test")["corpus"]["sample_sha"] != before
 
 
 def test_lr_schedule_hand_values():

@@ -8,8 +8,9 @@ Usage:
 The pretraining corpus mixes `pretrain_texts` of every registered task (drawn with other seeds
 than the fine-tuning splits, and disjoint from them). A built model lives in
 `finemem_home()/base/<size>-<hash12>/`, where the hash covers the size spec, the corpus spec (task
-list, each task's spec and a sample of its corpus, CORPUS_VERSION), the seeds and the tokenizer spec, so a second
-call with the same inputs returns at once. Folders are written atomically (temp dir + rename).
+list, each task's spec and a sample of its generated texts, CORPUS_VERSION), the seeds and the
+tokenizer spec, so a second call with the same inputs returns at once. Folders are written
+atomically (temp dir + rename).
 
 Sequence format used everywhere in finemem:
     prompt/completion example:  [bos] + tok(prompt) + tok(completion) + [eos]

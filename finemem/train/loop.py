@@ -34,7 +34,7 @@ from finemem.train import checkpoint as ck
 from finemem.train.batches import collate, epoch_batches, items_digest
 from finemem.train.loss import causal_lm_loss
 from finemem.train.methods import param_groups
-from finemem.train.setup import init_run_dir, prepare, refresh_config, run_dir_state
+from finemem.train.setup import init_run_dir, prepare, run_dir_state, write_config
 
 LOG_EVERY = 50  # optimizer steps between train_log flushes (and at every checkpoint)
 CRASH_ENV = "FINEMEM_CRASH_AFTER_STEP"  # test hook: die right after this step (and its save)
@@ -78,7 +78,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
                         "or --force to delete it and start over", source=str(run_dir),
                         field="run_dir")
     if state == "same" and not force:
-        refresh_config(run_dir, cfg)  # same training; eval sets or audit settings may be new
+        write_config(run_dir, cfg)  # same training; eval sets or audit settings may be new
         if _is_done(run_dir):
             return _summary(run_dir, resumed_from=None, already_complete=True)
 

@@ -73,15 +73,17 @@ def prepare(cfg: RunConfig, *, device) -> Prepared:
                     manifest=manifest)
 
 
-def refresh_config(run_dir: Path, cfg: RunConfig) -> None:
-    """Rewrite config.yaml of a run with the same training digest when the parts outside the
-    digest (eval sets, audit settings) changed, so `finemem audit` uses the new ones."""
+def write_config(run_dir: Path, cfg: RunConfig) -> None:
+    """Write config.yaml atomically, unless it already holds exactly this config. For a run
+    with the same training digest this takes in new eval sets or audit settings, so
+    `finemem audit` uses them."""
     path = Path(run_dir) / "config.yaml"
     text = cfg.to_yaml()
-    if path.read_text(encoding="utf-8") != text:
-        tmp = path.with_suffix(".yaml.tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+    if path.is_file() and path.read_text(encoding="utf-8") == text:
+        return
+    tmp = path.with_suffix(".yaml.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
 
 
 def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
@@ -89,9 +91,7 @@ def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
     manifest.jsonl and tokenizer/. Safe to repeat while the run has no checkpoint yet."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    tmp = run_dir / "config.yaml.tmp"
-    tmp.write_text(cfg.to_yaml(), encoding="utf-8")
-    os.replace(tmp, run_dir / "config.yaml")
+    write_config(run_dir, cfg)
     for sub in ("checkpoints", "report"):
         (run_dir / sub).mkdir(exist_ok=True)
     write_manifest(run_dir / "manifest.jsonl", prep.manifest)
