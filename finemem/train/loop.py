@@ -42,13 +42,19 @@ CRASH_ENV = "FINEMEM_CRASH_AFTER_STEP"  # test hook: die right after this step (
 
 @contextmanager
 def quiet_hf():
-    """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar."""
+    """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar, and
+    a deprecation warning that peft triggers inside transformers (not the user's to fix)."""
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        yield
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                    category=FutureWarning)
+            yield
     finally:
         if was:
             hf_logging.enable_progress_bar()
