@@ -41,9 +41,16 @@ def verdict(a, b, key: str, *, expect: str) -> str:
         return f"did not hold ({mb['value']:.3f} vs {ma['value']:.3f})"
     has_ci = all(x is not None and not math.isnan(x) for x in (ma["lo"], ma["hi"], mb["lo"],
                                                                mb["hi"]))
+    if not has_ci:
+        return f"direction only, no interval ({mb['value']:.3f} vs {ma['value']:.3f})"
     apart = has_ci and (mb["hi"] < ma["lo"] if expect == "lower" else mb["lo"] > ma["hi"])
     return ("held" if apart else "direction only, intervals overlap") + \
         f" ({mb['value']:.3f} vs {ma['value']:.3f})"
+
+
+def _options(cfg) -> str:
+    opts = cfg.data.train.options
+    return f"; generator options {', '.join(f'{k}={v}' for k, v in opts.items())}" if opts else ""
 
 
 def over_memorized_row(s):
@@ -93,7 +100,9 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, plan: dict, *,
          f"(CPU; this invocation took {minutes:.0f} min, and a rerun reuses finished runs and "
          f"audits). Base model `{cfgs['full-high'].model}`, task "
          f"`{cfgs['full-high'].data.train.source}` ({cfgs['full-high'].data.train.n} training "
-         "problems). Every figure is measured in this run; intervals are 95% (Wilson for "
+         f"problems{_options(cfgs['full-high'])}), {cfgs['full-high'].training.epochs} epochs, "
+         f"{cfgs['full-high'].training.scheduler} schedule with "
+         f"{cfgs['full-high'].training.warmup_steps} warm-up steps. Every figure is measured in this run; intervals are 95% (Wilson for "
          "accuracies, bootstrap over problems otherwise). Stage rule: over-memorized = accuracy "
          f"within {hi.rule.delta:g} of the run's best and test PPL >= {1 + hi.rule.tau:g}x its "
          "running minimum.", "", "## Runs", "",

@@ -138,6 +138,10 @@ def test_verdicts():
     assert verdict(rec, close, "x/accuracy", expect="lower").startswith("direction only")
     assert verdict(rec, lower, "x/accuracy", expect="higher").startswith("did not hold")
     assert verdict(rec, None, "x/accuracy", expect="lower") == "not measured"
+    nan = float("nan")
+    no_ci = _row("d", 5, **{"x/accuracy": (0.5, nan, nan)})
+    assert verdict(rec, no_ci, "x/accuracy", expect="lower") == \
+        "direction only, no interval (0.500 vs 0.900)"
 
 
 def test_demo_signature_needs_consecutive_checkpoints():
