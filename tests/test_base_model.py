@@ -87,6 +87,29 @@ def test_spec_hash_follows_the_generated_text(monkeypatch):
     assert build_spec("test")["corpus"]["sample_sha"] != before
 
 
+def test_temp_folders_of_dead_builds_are_removed(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from finemem.models.base import BUILDER, _remove_dead_builds
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    host = socket.gethostname()
+    owners = {".tiny-abc-dead": f"{host} {dead}", ".tiny-abc-alive": f"{host} {os.getpid()}",
+              ".tiny-abc-other": f"elsewhere {dead}", ".tiny-abc-nofile": None}
+    for name, owner in owners.items():
+        (tmp_path / name).mkdir()
+        if owner:
+            (tmp_path / name / BUILDER).write_text(owner)
+    (tmp_path / "tiny-abc").mkdir()  # a finished build is never touched
+    _remove_dead_builds(tmp_path)
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == [".tiny-abc-alive", ".tiny-abc-nofile", ".tiny-abc-other", "tiny-abc"]
+
+
 def test_lr_schedule_hand_values():
     kw = dict(lr=1.0, warmup=10, total=110, final_lr_frac=0.2)
     assert lr_at(0, **kw) == pytest.approx(0.1)

@@ -25,6 +25,7 @@ import json
 import math
 import os
 import shutil
+import socket
 import tempfile
 import time
 from pathlib import Path
@@ -51,6 +52,7 @@ SIZES: dict[str, dict] = {
                  final_lr_frac=0.1, arith_share=0.4),
 }
 SEEDS = {"corpus": 1234, "model": 0}
+BUILDER = ".builder"  # "<host> <pid>" of the process building into a temp folder
 CORPUS_SAMPLE = 300  # texts per task hashed into the cache key
 
 
@@ -73,7 +75,9 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
     if final.is_dir() and (final / "finemem_base.json").exists() and not force:
         return final
     root.mkdir(parents=True, exist_ok=True)
+    _remove_dead_builds(root)
     tmp = Path(tempfile.mkdtemp(prefix=f".{size}-{digest}-", dir=root))
+    (tmp / BUILDER).write_text(f"{socket.gethostname()} {os.getpid()}")
     try:
         t0 = time.time()
         from finemem.models import _pretrain
@@ -81,6 +85,7 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
         info = _pretrain.build(spec, tmp, progress=progress)
         info.update(size=size, hash=digest, spec=spec, build_seconds=round(time.time() - t0, 1))
         (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
+        (tmp / BUILDER).unlink()
         if final.exists():  # forced rebuild (or a concurrent build won): replace it
             shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
@@ -88,6 +93,22 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def _remove_dead_builds(root: Path) -> None:
+    """Delete temp folders of builds whose process is gone (killed with -9, machine crashed):
+    the owner's host and pid are in the folder's BUILDER file."""
+    host = socket.gethostname()
+    for d in root.glob(".*-*-*"):
+        try:
+            owner_host, pid = (d / BUILDER).read_text().split()
+            if owner_host != host:
+                continue  # another machine sharing FINEMEM_HOME: cannot tell, leave it
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            shutil.rmtree(d, ignore_errors=True)
+        except (OSError, ValueError):
+            pass  # no or unreadable BUILDER file, or a pid we may not signal: leave it
 
 
 def build_spec(size: str) -> dict:
