@@ -30,6 +30,7 @@ from pathlib import Path
 import torch
 
 from finemem.errors import UserError
+from finemem.models.load import peft_quiet
 from finemem.train.checkpoint import content_hash
 
 CKPT_META = "finemem_ckpt.json"
@@ -167,9 +168,6 @@ class _LoraSwap:
         self.active = "default"
 
     def get(self, ref: CheckpointRef):
-        from peft import PeftModel, set_peft_model_state_dict
-        from safetensors.torch import load_file
-
         self._enable()
         if ref.kind == "base":
             if self.model is None:
@@ -177,7 +175,13 @@ class _LoraSwap:
             self.off = self.model.disable_adapter()
             self.off.__enter__()
             return self.model
-        path = Path(ref.path)
+        with peft_quiet():
+            return self._load_adapter(Path(ref.path), ref)
+
+    def _load_adapter(self, path: Path, ref: CheckpointRef):
+        from peft import PeftModel, set_peft_model_state_dict
+        from safetensors.torch import load_file
+
         shape = _adapter_shape(path)
         if self.model is None:
             self.model = PeftModel.from_pretrained(self.base, str(path), adapter_name=self.active)

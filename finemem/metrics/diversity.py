@@ -127,6 +127,8 @@ def distinct_fraction(texts, *, first_line: bool = False) -> float:
     """
     texts = list(texts)
     if not texts:
+        warnings.warn("distinct_fraction: no samples; returning nan", RuntimeWarning,
+                      stacklevel=2)
         return math.nan
     if first_line:
         texts = [next((ln.strip() for ln in t.splitlines() if ln.strip()), "") for t in texts]

@@ -12,6 +12,8 @@ safetensors only and remote code is refused, unless the caller allows them.
 from __future__ import annotations
 
 import json
+import warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +23,16 @@ from finemem.errors import UserError
 BUILTIN_SIZES = ("test", "tiny", "small", "base")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model",
                    "tokenizer_config.json")
+
+
+@contextmanager
+def peft_quiet():
+    """Hide a deprecation warning that peft triggers inside transformers when it wraps or
+    loads adapters (not the user's to fix)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
+                                category=FutureWarning)
+        yield
 
 
 def resolve_model(spec: str) -> str:

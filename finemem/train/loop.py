@@ -43,17 +43,15 @@ CRASH_ENV = "FINEMEM_CRASH_AFTER_STEP"  # test hook: die right after this step (
 @contextmanager
 def quiet_hf():
     """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar, and
-    a deprecation warning that peft triggers inside transformers (not the user's to fix)."""
-    import warnings
-
+    peft's deprecation noise."""
     from transformers.utils import logging as hf_logging
+
+    from finemem.models.load import peft_quiet
 
     was = hf_logging.is_progress_bar_enabled()
     hf_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*",
-                                    category=FutureWarning)
+        with peft_quiet():
             yield
     finally:
         if was:
