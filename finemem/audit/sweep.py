@@ -53,6 +53,8 @@ def run_sweep(config: Path, *, lrs: list[float], methods: list[str], epochs: int
             audit_run(rd)
             cells.append(cell_from_summary(summarize(rd), method, lr))
     table = sweep_table(cells)
+    if not console.is_terminal:
+        console.width = max(console.width, 120)  # logs and pipes: do not squeeze the table
     console.print(table)
     out.mkdir(parents=True, exist_ok=True)
     (out / "sweep.json").write_text(json.dumps([asdict(c) for c in cells], indent=1))
