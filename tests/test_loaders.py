@@ -90,6 +90,8 @@ def test_builtin_task_options(tmp_path):
     assert {len(e.meta["amounts"]) for e in exs} == {2}
     with pytest.raises(UserError, match="no option 'pairs'.*options: max_value, pair_frac"):
         load_examples(DataSource(source="builtin:arith", options={"pairs": 0}))
+    with pytest.raises(UserError, match="task 'qa' has no option 'x'; options: none"):
+        load_examples(DataSource(source="builtin:qa", options={"x": 1}))
     with pytest.raises(UserError, match="only applies to a builtin task"):
         load(write_jsonl(tmp_path / "d.jsonl", ROWS), fields=QA_FIELDS, options={"x": 1})
 

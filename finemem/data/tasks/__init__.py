@@ -63,7 +63,9 @@ def get_task(name: str, **options) -> Task:
         raise UserError(f"Unknown task '{name}'.{hint} Available: {', '.join(sorted(TASKS))}",
                         field="task")
     cls = TASKS[name]
-    accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
+    named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items()
+                if n != "self" and p.kind in named]
     unknown = sorted(set(options) - set(accepted))
     if unknown:
         raise UserError(f"task '{name}' has no option {', '.join(map(repr, unknown))}; "
