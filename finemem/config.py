@@ -12,10 +12,12 @@ from __future__ import annotations
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
+                      model_validator)
+from pydantic_core import InitErrorDetails
 
 from finemem.errors import UserError
 
@@ -24,10 +26,29 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+class HoldOut(_Strict):
+    """Split one data file in two: `split: {test: 0.15, seed: 0}`. The held-out share (whole
+    prompts, chosen by a seeded hash of the prompt text, so stable) never shares a prompt with
+    the rest. `data.train` reads the rest; when `data.eval` has no `test`, the held-out share
+    becomes the test set. An eval source reads it explicitly with `part: test`."""
+    test: float = Field(gt=0.0, lt=1.0, description="share of the examples held out, e.g. 0.15")
+    seed: int = Field(0, description="which examples are held out")
+    part: Literal["train", "test"] = Field(
+        "train", description="which part this source reads: 'train' = the rest (what "
+                             "data.train uses), 'test' = the held-out share")
+
+
+def _split_kind(v: Any) -> str:
+    return "holdout" if isinstance(v, (dict, HoldOut)) else "name"
+
+
 class DataSource(_Strict):
     source: str = Field(description="'builtin:<task>' or a JSONL/CSV/Parquet file, a datasets "
                                     "save_to_disk folder, or a hub dataset id")
-    split: str = Field("train", description="split of a builtin task or hub/disk dataset")
+    split: Annotated[Union[Annotated[str, Tag("name")], Annotated[HoldOut, Tag("holdout")]],
+                     Discriminator(_split_kind)] = Field(
+        "train", description="split of a builtin task or hub/disk dataset, or "
+                             "{test: 0.15, seed: 0} to hold out part of one file")
     n: int | None = Field(None, gt=0, description="keep the first n examples (None = all)")
     seed: int = Field(0, description="seed of a builtin task's generator")
     options: dict[str, Any] = Field(default_factory=dict,
@@ -36,6 +57,30 @@ class DataSource(_Strict):
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="map finemem field -> your column, e.g. "
                                                "{prompt: question, completion: answer}")
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _split_locs(cls, data: Any, handler):
+        """Report `split.test`, not pydantic's `split.holdout.test` (the union's tag)."""
+        try:
+            return handler(data)
+        except ValidationError as e:
+            errors = []
+            for er in e.errors():
+                loc = er["loc"]
+                if loc[:1] == ("split",) and loc[1:2] in (("name",), ("holdout",)):
+                    loc = loc[:1] + loc[2:]
+                errors.append(InitErrorDetails(type=er["type"], loc=loc, input=er.get("input"),
+                                               ctx=er.get("ctx", {})))
+            raise ValidationError.from_exception_data(cls.__name__, errors) from None
+
+    def resolved(self) -> "DataSource":
+        """This source with a local path made absolute (against the current directory)."""
+        from finemem.data.loaders import _looks_local
+
+        if self.source.startswith("builtin:") or not _looks_local(self.source):
+            return self
+        return self.model_copy(update={"source": str(Path(self.source).expanduser().resolve())})
 
 
 class Duplication(_Strict):
@@ -47,12 +92,19 @@ class Duplication(_Strict):
 
 class DataConfig(_Strict):
     train: DataSource
-    eval: dict[str, DataSource] = Field(default_factory=dict,
-                                        description="named evaluation sets, e.g. test, ood")
+    eval: dict[str, DataSource] = Field(
+        default_factory=dict, description="named evaluation sets: 'test' (required by the "
+        "audit), 'ood', 'test_<variant>' (robustness variants of test), any other name")
     duplication: Duplication = Field(default_factory=Duplication)
     max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
+
+    def resolved(self) -> "DataConfig":
+        """This data config with local paths made absolute."""
+        return self.model_copy(update={
+            "train": self.train.resolved(),
+            "eval": {k: v.resolved() for k, v in self.eval.items()}})
 
 
 class LoraSettings(_Strict):
@@ -84,21 +136,75 @@ class TrainingConfig(_Strict):
         "epoch", description="'epoch' or a number of optimizer steps; all checkpoints are kept")
 
 
-class AuditConfig(_Strict):
-    """What `finemem audit` computes per checkpoint (over-memorization audit)."""
-    train_sample: int = Field(200, gt=0, description="training examples scored for train PPL")
-    answer_extractor: Literal["hash", "last_number", "boxed", "regex", "first_line"] = "hash"
-    answer_regex: str | None = None
-    max_new_tokens: int = Field(96, gt=0)
-    diversity_prompts: int = Field(64, ge=0, description="test prompts sampled for diversity")
-    k_samples: int = Field(8, gt=1, description="samples per prompt for pass@k and diversity")
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1.0)
-    embedding_dispersion: bool = Field(True, description="MiniLM dispersion of samples")
-    underfit_frac: float = Field(0.5, gt=0, le=1)
-    delta: float = Field(0.05, ge=0, le=1, description="accuracy tolerance below the best")
-    tau: float = Field(0.3, gt=0, description="PPL rise over its running minimum")
-    min_consecutive: int = Field(1, ge=1)
+class Section(_Strict):
+    """Base of a probe's config section, `audit: {<probe>: {...}}`; each probe module defines
+    one (see `finemem.audit.probes`)."""
+
+
+# Flat audit keys of run folders written before the audit had one section per probe; they are
+# read into the section that now holds them.
+_LEGACY_AUDIT_KEYS = {"train_sample": "likelihood"} | {
+    k: "overmem" for k in ("answer_extractor", "answer_regex", "max_new_tokens",
+                           "diversity_prompts", "k_samples", "temperature", "top_p",
+                           "embedding_dispersion", "underfit_frac", "delta", "tau",
+                           "min_consecutive")}
+
+
+class AuditConfig(BaseModel):
+    """What `finemem audit` runs: the probes, and one section of settings per probe."""
+    model_config = ConfigDict(extra="allow", validate_assignment=False)
+
+    probes: list[str] | None = Field(
+        None, description="probes `finemem audit` runs on every checkpoint (None = the default "
+                          "ones); `finemem audit --probes a,b` overrides it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        for key, probe in _LEGACY_AUDIT_KEYS.items():
+            if key in data and isinstance(data.setdefault(probe, {}), dict):
+                data[probe] = {key: data.pop(key), **data[probe]}
+        return data
+
+    @model_validator(mode="after")
+    def _sections(self) -> "AuditConfig":
+        from finemem.audit.probes import PROBES, load_probes
+
+        load_probes()
+        extra = self.__pydantic_extra__
+        errors = []
+        for name in list(extra):
+            if name not in PROBES:
+                errors.append(InitErrorDetails(type="extra_forbidden", loc=(name,),
+                                               input=extra[name]))
+                continue
+            try:
+                extra[name] = PROBES[name].Config.model_validate(extra[name] or {})
+            except ValidationError as e:
+                errors += [InitErrorDetails(type=er["type"], loc=(name, *er["loc"]),
+                                            input=er.get("input"), ctx=er.get("ctx", {}))
+                           for er in e.errors()]
+        for i, name in enumerate(self.probes or []):
+            if name not in PROBES:
+                errors.append(InitErrorDetails(
+                    type="value_error", loc=("probes", i), input=name,
+                    ctx={"error": ValueError(f"unknown probe; available: "
+                                             f"{', '.join(sorted(PROBES))}")}))
+        if errors:
+            raise ValidationError.from_exception_data("AuditConfig", errors)
+        for name, probe in PROBES.items():  # every section present, defaults filled in
+            extra.setdefault(name, probe.Config())
+        return self
+
+    def section(self, name: str) -> Section:
+        """The validated settings of probe `name` (its defaults when the config has none)."""
+        from finemem.audit.probes import get_probe
+
+        extra = self.__pydantic_extra__ or {}
+        return extra[name] if name in extra else get_probe(name).Config()
 
 
 class RunConfig(_Strict):
@@ -122,6 +228,15 @@ class RunConfig(_Strict):
         d.pop("audit", None)  # auditing settings do not change the checkpoints
         d["data"].pop("eval", None)  # nor do the evaluation sets
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    def resolved(self) -> "RunConfig":
+        """This config with local data paths and a local model folder made absolute (against
+        the current directory, as they were read), so a run folder works from anywhere."""
+        model = self.model
+        if not model.startswith("builtin:") and (Path(model).expanduser().exists()
+                                                  or model.startswith((".", "~", "/"))):
+            model = str(Path(model).expanduser().resolve())
+        return self.model_copy(update={"model": model, "data": self.data.resolved()})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

@@ -44,17 +44,29 @@ def test_audit_fills_store_for_every_checkpoint(audited):
     s = summarize(audited)
     assert [r.name for r in s.rows] == ["step-000000", "step-000003", "step-000006"]
     for r in s.rows:
-        acc = r.metrics["test/accuracy"]
+        acc = r.find("test/answer_accuracy")
         assert acc["n"] == 32 and acc["lo"] <= acc["value"] <= acc["hi"]
-        assert r.get("test/ppl") > 1 and r.get("train/ppl") > 1
-        assert r.metrics["ood/accuracy"]["n"] == 16
-        assert "test_preamble/accuracy_drop" in r.metrics
-        assert r.metrics["test/distinct@3"]["n"] == 6
+        assert r.get("test/perplexity") > 1 and r.get("train/perplexity") > 1
+        assert r.n("ood/answer_accuracy") == 16
+        assert r.has("test_preamble/accuracy_drop")
+        assert r.n("test/distinct_fraction", k=3, first_line=False) == 6
+        assert r.has("test/mean_pass_at_k", k=3) and r.has("test/mean_pass_at_k", k=1)
         assert 0 <= r.get("test/first_token_entropy")
     assert len(s.labels) == 3 and s.recommendation.name in {r.name for r in s.rows}
     assert (audited / "report" / "dynamics.png").stat().st_size > 1000
     # Fine-tuning lowers the test PPL of the reference solutions from the base model's.
-    assert s.rows[-1].get("test/ppl") < s.rows[0].get("test/ppl")
+    assert s.rows[-1].get("test/perplexity") < s.rows[0].get("test/perplexity")
+
+
+def test_store_names_are_registry_names(audited):
+    from finemem.metrics import metric_names
+    from finemem.store import Store
+
+    with Store(audited / "results.sqlite") as store:
+        names = {r["name"] for r in store.metrics() if r["split"] != "*"}
+        done = {r["name"] for r in store.metrics() if r["split"] == "*"}
+    assert names <= set(metric_names()), names - set(metric_names())
+    assert done == {"done:likelihood", "done:overmem"}
 
 
 def test_rerun_computes_nothing_new(audited):
@@ -88,7 +100,12 @@ def test_merge_then_audit(audited):
 
     s = summarize(audited)
     assert [m.name for m in s.merges] == [out.name]
-    assert s.merges[0].metrics["test/accuracy"]["n"] == 32
+    assert s.merges[0].n("test/answer_accuracy") == 32
+    # The merge is shown: in the table, in recommend's candidates, with a stage label.
+    assert len(s.merge_labels) == 1 and s.merge_labels[0].label in (
+        "underfit", "healthy", "over-memorized", "overfit")
+    r = runner.invoke(app, ["audit", str(audited)])
+    assert r.exit_code == 0 and "(merge)" in r.output
     # A merge of the same two checkpoints again is refused, not overwritten.
     r = runner.invoke(app, ["merge", str(a), str(b)])
     assert r.exit_code != 0
@@ -108,7 +125,7 @@ def test_changed_eval_set_is_reaudited(audited):
     assert yaml.safe_load((audited / "config.yaml").read_text())["data"]["eval"]["ood"]["n"] == 24
     r = runner.invoke(app, ["audit", str(audited), "--quiet"])
     assert r.exit_code == 0, r.output
-    assert {r.metrics["ood/accuracy"]["n"] for r in summarize(audited).rows} == {24}
+    assert {r.n("ood/answer_accuracy") for r in summarize(audited).rows} == {24}
 
 
 def test_audit_of_non_run_is_one_line_error(tmp_path):
@@ -120,37 +137,3 @@ def test_audit_of_non_run_is_one_line_error(tmp_path):
     assert p.returncode == 2
     assert p.stderr.strip().count("\n") == 0 and "config.yaml" in p.stderr
     assert "Traceback" not in p.stderr
-
-
-def _row(name, epoch, **metrics):
-    return SimpleNamespace(name=name, epoch=epoch, metrics={
-        k: {"value": v[0], "lo": v[1], "hi": v[2], "n": 100} for k, v in metrics.items()},
-        get=lambda key, m=metrics: m[key][0] if key in m else math.nan)
-
-
-def test_verdicts():
-    from finemem.reproduce_claims import verdict
-
-    rec = _row("a", 1, **{"x/accuracy": (0.9, 0.85, 0.95)})
-    lower = _row("b", 5, **{"x/accuracy": (0.7, 0.6, 0.8)})
-    close = _row("c", 5, **{"x/accuracy": (0.88, 0.82, 0.93)})
-    assert verdict(rec, lower, "x/accuracy", expect="lower").startswith("held")
-    assert verdict(rec, close, "x/accuracy", expect="lower").startswith("direction only")
-    assert verdict(rec, lower, "x/accuracy", expect="higher").startswith("did not hold")
-    assert verdict(rec, None, "x/accuracy", expect="lower") == "not measured"
-    nan = float("nan")
-    no_ci = _row("d", 5, **{"x/accuracy": (0.5, nan, nan)})
-    assert verdict(rec, no_ci, "x/accuracy", expect="lower") == \
-        "direction only, no interval (0.500 vs 0.900)"
-
-
-def test_demo_signature_needs_consecutive_checkpoints():
-    from finemem.demo import signature
-
-    accs = [0.0, 0.95, 0.96, 0.95, 0.94, 0.80]
-    ratios = [1.0, 1.0, 1.1, 1.35, 1.5, 1.9]
-    rows = [_row(f"s{i}", i, **{"test/accuracy": (a, a, a)}) for i, a in enumerate(accs)]
-    s = SimpleNamespace(rows=rows, labels=[SimpleNamespace(ppl_ratio=r) for r in ratios],
-                        column=lambda key: [r.get(key) for r in rows])
-    assert [r.name for r in signature(s)] == ["s3", "s4"]  # s5 fell 16 points: not counted
-    assert signature(s, ratio=2.0) == []

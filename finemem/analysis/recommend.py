@@ -109,6 +109,40 @@ def recommend_checkpoint(names, steps, acc, ppl, labels, *, acc_n=None, tie_tol:
                                                       tie_tol, ci is not None and ci_ties))
 
 
+def recommend_by_ppl(names, steps, ppl, ppl_ratio, *, tau: float,
+                     n=None) -> Recommendation:
+    """For a test set without graded answers: the checkpoint with the lowest test PPL of the
+    reference completions (early stopping on held-out likelihood), earliest step among ties.
+    Stages need accuracy, so none is drawn; checkpoints whose PPL rose >= (1 + tau)x its running
+    minimum are named, since on free text a rising held-out PPL is the memorization signal
+    that remains."""
+    names, steps = list(names), [int(s) for s in steps]
+    p = np.asarray(ppl, dtype=float).ravel()
+    if not names:
+        raise UserError("no checkpoints to choose from")
+    if np.any(~np.isfinite(p)):
+        raise UserError("test PPL must be finite for every checkpoint")
+    i = min(range(len(names)), key=lambda j: (p[j], steps[j]))
+    risen = [names[j] for j, r in enumerate(ppl_ratio) if r >= 1.0 + tau]
+    size = f" over {n[i]} test examples" if n is not None and n[i] else ""
+    parts = [f"Recommended checkpoint {names[i]} (step {steps[i]}): the lowest test PPL of the "
+             f"reference completions, {p[i]:.3g}{size}.",
+             "The test set has no graded answers (no 'answer' field, or the task is free text), "
+             "so accuracy and the over-memorization stages are not measured; give the eval set "
+             "an answer column and an answer_extractor to get them."]
+    if risen:
+        shown = ", ".join(risen[:6]) + (f" and {len(risen) - 6} more" if len(risen) > 6 else "")
+        parts.append(f"{len(risen)} checkpoint(s) have test PPL >= {1 + tau:.2f}x its running "
+                     f"minimum ({shown}): the model fits its training texts at the cost of "
+                     "held-out ones.")
+    else:
+        parts.append(f"No checkpoint's test PPL rose to {1 + tau:.2f}x its running minimum.")
+    return Recommendation(index=i, name=names[i], step=steps[i], acc=float("nan"), acc_lo=None,
+                          acc_hi=None, n=None if n is None else n[i], ppl=float(p[i]),
+                          ppl_ratio_to_min=1.0, label="ungraded", fallback=False, tied=[i],
+                          explanation=" ".join(parts))
+
+
 def _acc_text(acc: float, lo, hi, n) -> str:
     if n is None:
         return f"{acc:.3f}"

@@ -216,6 +216,60 @@ def label_stages(acc, ppl, *, acc_n=None, rule: StageRule | None = None) -> Stag
     return StageResult(rows=rows, rule=rule, best_acc=best, underfit_threshold=thr)
 
 
+def label_merge(stages: StageResult, steps, step: int, acc: float, ppl: float, *,
+                n: int | None = None) -> CheckpointStage:
+    """Label a merged checkpoint against its run's trajectory, which it takes no part in: the
+    run's best accuracy and the running PPL minimum up to the merge's step (the later of its
+    two parents) are the trajectory's; the rule is the same."""
+    rule = stages.rule
+    prior = [r.ppl for r, s in zip(stages.rows, steps) if s <= step] or [ppl]
+    run_min = min(prior)
+    ratio = ppl / run_min
+    upper = acc if n is None else wilson_interval(int(round(acc * n)), int(n), conf=rule.conf)[1]
+    near = upper >= stages.best_acc - rule.delta - 1e-12
+    high = ratio >= 1.0 + rule.tau
+    if acc < stages.underfit_threshold:
+        label = "overfit" if high else "underfit"
+    else:
+        label = ("over-memorized" if near else "overfit") if high else "healthy"
+    reason = (f"merged checkpoint: accuracy {acc:.3f} against the run's best "
+              f"{stages.best_acc:.3f}; test PPL {ppl:.3g} = {ratio:.2f}x the trajectory's "
+              f"minimum {run_min:.3g} up to step {step}")
+    return CheckpointStage(index=-1, label=label, acc=float(acc), acc_upper=float(upper), n=n,
+                           ppl=float(ppl), ppl_min_so_far=float(run_min),
+                           ppl_ratio=float(ratio), reason=reason)
+
+
+def longest_stretch(acc, ratios, *, ratio: float = 1.3, delta: float = 0.05) -> list[int]:
+    """Indices of the longest run of consecutive checkpoints whose test PPL is at least `ratio`
+    times its running minimum (`ratios`, e.g. `CheckpointStage.ppl_ratio`) while the point
+    accuracy stays within `delta` of the run's best: the over-memorization signature the demo
+    looks for (stricter than the stage rule, which allows for noise). The first such run wins
+    a tie; [] when there is none. NaN accuracies never count.
+
+    >>> longest_stretch([0.0, 0.95, 0.96, 0.95, 0.94, 0.80], [1.0, 1.0, 1.1, 1.35, 1.5, 1.9])
+    [3, 4]
+    """
+    a = np.asarray(acc, dtype=float).ravel()
+    r = np.asarray(ratios, dtype=float).ravel()
+    if a.shape != r.shape:
+        raise UserError(f"{a.size} accuracies but {r.size} PPL ratios; pass one of each per "
+                        "checkpoint, in training order")
+    if a.size == 0 or np.all(np.isnan(a)):
+        return []
+    best = float(np.nanmax(a))
+    run: list[int] = []
+    longest: list[int] = []
+    for i in range(a.size):
+        if r[i] >= ratio and a[i] >= best - delta:
+            run.append(i)
+            if len(run) > len(longest):
+                longest = list(run)
+        else:
+            run = []
+    return longest
+
+
 def _drop_short_runs(flags: np.ndarray, min_len: int) -> np.ndarray:
     """Clear runs of True shorter than ``min_len``."""
     out = flags.copy()
@@ -235,4 +289,5 @@ def _drop_short_runs(flags: np.ndarray, min_len: int) -> np.ndarray:
     return out
 
 
-__all__ = ["LABELS", "CheckpointStage", "StageResult", "StageRule", "label_stages"]
+__all__ = ["LABELS", "CheckpointStage", "StageResult", "StageRule", "label_merge", "label_stages",
+           "longest_stretch"]

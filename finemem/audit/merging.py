@@ -8,19 +8,19 @@ them after the trajectory and reports them beside it (they take no part in the s
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from finemem.analysis.merge import merge_checkpoints
 from finemem.errors import UserError
-from finemem.train.checkpoint import content_hash, weight_files
+from finemem.io import write_json_atomic
+from finemem.train.checkpoint import CKPT_META, content_hash, read_checkpoint_meta, weight_files
 
 
 def _record(ckpt: Path) -> dict:
-    path = ckpt / "finemem_ckpt.json"
-    if not path.is_file():
-        raise UserError("not a finemem checkpoint (no finemem_ckpt.json)", source=str(ckpt))
-    return json.loads(path.read_text())
+    meta = read_checkpoint_meta(ckpt)
+    if meta is None:
+        raise UserError(f"not a finemem checkpoint (no {CKPT_META})", source=str(ckpt))
+    return meta
 
 
 def merge_run_checkpoints(ckpt_a: Path, ckpt_b: Path, *, alpha: float = 0.5,
@@ -39,5 +39,5 @@ def merge_run_checkpoints(ckpt_a: Path, ckpt_b: Path, *, alpha: float = 0.5,
               "kind": ra["kind"], "base_model": ra["base_model"],
               "content_hash": content_hash(weight_files(out)), "merged_from": [str(ckpt_a), str(ckpt_b)],
               "alpha": alpha}
-    (out / "finemem_ckpt.json").write_text(json.dumps(record, indent=1))
+    write_json_atomic(out / CKPT_META, record)  # last: it marks the folder as complete
     return out

@@ -10,15 +10,31 @@ import typer
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def audit(run_dir: Path, device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+    def audit(run_dir: Path, probes: Optional[str] = typer.Option(
+                  None, help="comma-separated probes to run (default: audit.probes of the run's "
+                             "config, else likelihood,overmem); `finemem probes` lists them"),
+              device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
               quiet: bool = typer.Option(False, help="no stage table at the end")) -> None:
-        """Score every checkpoint of a run (and the base as step 0); fill the results store;
-        print the stage table and the recommendation; write plots to RUN_DIR/report/."""
+        """Run the probes on every checkpoint of a run (the base as step 0, and merges): each
+        model is loaded once; results go to the run's store; then print the stage table and
+        the recommendation and write plots to RUN_DIR/report/."""
         from finemem.audit import audit_run
 
-        audit_run(run_dir, device=device)
+        names = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
+        audit_run(run_dir, probes=names, device=device)
         if not quiet:
             _show(run_dir)
+
+    @app.command("probes")
+    def probes_() -> None:
+        """List the registered probes, what each measures and what it needs."""
+        from finemem.audit.probes import get_probe, probe_names
+
+        for name in probe_names():
+            p = get_probe(name)
+            needs = f" (needs {', '.join(p.needs)})" if p.needs else ""
+            default = "" if p.default else " [not run by default]"
+            typer.echo(f"{name}: {p.description}{needs}{default}")
 
     @app.command()
     def recommend(run_dir: Path) -> None:
@@ -38,27 +54,12 @@ def register(app: typer.Typer) -> None:
         path = merge_run_checkpoints(ckpt_a, ckpt_b, alpha=alpha, out=out)
         typer.echo(f"wrote {path}")
 
-    @app.command()
-    def sweep(config: Path = typer.Option(..., help="base run config (YAML)"),
-              lrs: str = typer.Option("1e-4,3e-4,1e-3", help="comma-separated learning rates"),
-              methods: str = typer.Option("full", help="comma-separated: full,lora,head"),
-              epochs: Optional[int] = typer.Option(None, help="epochs per cell"),
-              out: Path = typer.Option(Path("runs/sweep"), help="folder for the cells")) -> None:
-        """Train and audit a grid of learning rates x methods; table of when each setting
-        enters over-memorization and its best accuracy (the learning-rate recommendation)."""
-        from finemem.audit.sweep import run_sweep
-
-        run_sweep(config, lrs=[float(x) for x in lrs.split(",")], methods=methods.split(","),
-                  epochs=epochs, out=out)
-
 
 def _show(run_dir: Path) -> None:
     from finemem.audit import summarize
-    from finemem.report.plots import plot_diversity, plot_dynamics
+    from finemem.report.plots import write_plots
     from finemem.report.tables import print_summary
 
     s = summarize(run_dir)
     print_summary(s)
-    p = plot_dynamics(s, Path(run_dir) / "report" / "dynamics.png")
-    plot_diversity(s, Path(run_dir) / "report" / "diversity.png")
-    typer.echo(f"plots: {p.parent}")
+    typer.echo(f"plots: {write_plots(s, Path(run_dir) / 'report')}")

@@ -16,9 +16,10 @@ Usage:
 """
 
 from finemem.engine.cache import generate_cached, id_seed, score_cached
-from finemem.engine.checkpoints import CheckpointRef, iter_models, load_run_checkpoints
+from finemem.engine.checkpoints import (CheckpointRef, iter_models, list_merges,
+                                        load_run_checkpoints)
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
 
 __all__ = ["CheckpointRef", "Generation", "TokenScores", "generate", "generate_cached",
-           "id_seed", "iter_models", "load_run_checkpoints", "score", "score_cached"]
+           "id_seed", "iter_models", "list_merges", "load_run_checkpoints", "score", "score_cached"]

@@ -30,11 +30,9 @@ from pathlib import Path
 import torch
 
 from finemem.errors import UserError
-from finemem.models.load import peft_quiet
-from finemem.train.checkpoint import content_hash
-
-CKPT_META = "finemem_ckpt.json"
-HEAD_KEY = "lm_head.weight"
+from finemem.io import write_json_atomic
+from finemem.models.load import peft_quiet, untie_head
+from finemem.train.checkpoint import HEAD_KEY, content_hash, list_checkpoints, weight_files
 
 
 @dataclass(frozen=True)
@@ -62,9 +60,7 @@ def base_content_hash(base_model: str) -> str:
     if key not in memo:
         memo[key] = content_hash(files)
         memo_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = memo_file.with_name(memo_file.name + f".{id(memo)}.tmp")
-        tmp.write_text(json.dumps(memo, indent=1), encoding="utf-8")
-        tmp.replace(memo_file)
+        write_json_atomic(memo_file, memo)
     return memo[key]
 
 
@@ -78,20 +74,19 @@ def _run_settings(run_dir: Path) -> dict:
     return yaml.safe_load(cfg_file.read_text("utf-8")) or {}
 
 
+def _ref(c: dict) -> CheckpointRef:
+    """A ref from a `train.checkpoint.list_checkpoints` entry (name, path and the metadata)."""
+    chash = c.get("content_hash") or content_hash(weight_files(Path(c["path"])))
+    return CheckpointRef(c["name"], int(c["step"]), float(c.get("epoch", 0.0)), c["kind"],
+                         c["path"], str(c["base_model"]), chash)
+
+
 def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
-    """The base as step 0, then every complete folder in run_dir/checkpoints/, by step."""
+    """The base as step 0, then every complete folder in run_dir/checkpoints/, by step
+    (a folder is complete once it holds its metadata: finemem writes it before the rename)."""
     run_dir = Path(run_dir)
     settings = _run_settings(run_dir)
-    refs = []
-    for d in sorted((run_dir / "checkpoints").glob("step-*")):
-        meta_file = d / CKPT_META
-        if not (d.is_dir() and meta_file.is_file()):
-            continue  # not complete (finemem writes the metadata before the rename)
-        meta = json.loads(meta_file.read_text("utf-8"))
-        chash = meta.get("content_hash") or content_hash(sorted(d.glob("*.safetensors")))
-        refs.append(CheckpointRef(d.name, int(meta["step"]), float(meta.get("epoch", 0.0)),
-                                  meta["kind"], str(d), str(meta["base_model"]), chash))
-    refs.sort(key=lambda r: r.step)
+    refs = [_ref(c) for c in list_checkpoints(run_dir / "checkpoints")]
     base = refs[0].base_model if refs else None
     if base is None or (base.startswith(("/", ".", "~")) and not Path(base).exists()):
         # no checkpoint yet, or the recorded base folder moved (e.g. another FINEMEM_HOME)
@@ -102,6 +97,12 @@ def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
                 for r in refs]
     base_ref = CheckpointRef("step-000000", 0, 0.0, "base", None, base, base_content_hash(base))
     return [base_ref, *refs]
+
+
+def list_merges(run_dir: str | Path) -> list[CheckpointRef]:
+    """Checkpoints written by `finemem merge` into RUN_DIR/merges/, by name. They are audited
+    like any other checkpoint and shown beside the trajectory."""
+    return [_ref(c) for c in list_checkpoints(Path(run_dir, "merges"), "*", by_step=False)]
 
 
 def _free(device: torch.device) -> None:
@@ -215,12 +216,10 @@ class _HeadSwap:
     """One base model with its output head untied; each checkpoint's head copied in."""
 
     def __init__(self, base):
-        head, emb = base.get_output_embeddings(), base.get_input_embeddings()
+        head = base.get_output_embeddings()
         if head is None or not isinstance(head, torch.nn.Linear):
             raise UserError("head checkpoints need a model with a Linear output head")
-        if emb is not None and head.weight is emb.weight:  # tied: untie, so inputs stay put
-            head.weight = torch.nn.Parameter(head.weight.detach().clone())
-            base.config.tie_word_embeddings = False
+        untie_head(base)  # tied: untie, so the inputs stay put while heads are copied in
         self.base, self.head, self.original = base, head, head.weight.detach().clone()
 
     def get(self, ref: CheckpointRef):

@@ -27,24 +27,26 @@ and on degenerate input (no examples, no tokens, fewer than 2 samples) warns and
 Intervals for reported numbers come from `finemem.metrics.stats`.
 """
 
-from finemem.metrics.answers import answer_accuracy, answers_match, extract_answer, normalize_answer
+from finemem.metrics.answers import accuracy_drop, answer_accuracy, answers_match, extract_answer, normalize_answer
 from finemem.metrics.calibration import brier_score_loss, expected_calibration_error
 from finemem.metrics.diversity import (distinct_answers, distinct_n, embed_texts,
                                        embedding_dispersion, entropy_from_probs,
+                                       first_token_entropy,
                                        load_sentence_encoder, mean_pass_at_k, pass_at_k,
                                        self_bleu)
 from finemem.metrics.likelihood import (exact_greedy_extractable, extraction_strength,
-                                        leading_match_length, mean_nll, perplexity, sum_nll,
+                                        leading_match_length, mean_nll, perplexity,
+                                        pooled_perplexity, sum_nll,
                                         token_accuracy, zlib_length)
 from finemem.metrics.registry import METRICS, MetricInfo, get_metric, metric_names, register_metric
 from finemem.metrics.stats import MIN_N_FOR_CLAIM, Rate, bootstrap_ci, wilson_interval
 
 __all__ = [
-    "METRICS", "MIN_N_FOR_CLAIM", "MetricInfo", "Rate", "answer_accuracy", "answers_match",
+    "METRICS", "MIN_N_FOR_CLAIM", "MetricInfo", "Rate", "accuracy_drop", "answer_accuracy", "answers_match",
     "bootstrap_ci", "brier_score_loss", "distinct_answers", "distinct_n", "embed_texts",
     "embedding_dispersion", "entropy_from_probs", "exact_greedy_extractable",
-    "expected_calibration_error", "extract_answer", "extraction_strength", "get_metric",
+    "expected_calibration_error", "extract_answer", "extraction_strength", "first_token_entropy", "get_metric",
     "leading_match_length", "load_sentence_encoder", "mean_nll", "mean_pass_at_k",
-    "metric_names", "normalize_answer", "pass_at_k", "perplexity", "register_metric",
+    "metric_names", "normalize_answer", "pass_at_k", "perplexity", "pooled_perplexity", "register_metric",
     "self_bleu", "sum_nll", "token_accuracy", "wilson_interval", "zlib_length",
 ]

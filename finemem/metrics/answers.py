@@ -21,6 +21,8 @@ import re
 import warnings
 from decimal import Decimal, InvalidOperation
 
+import numpy as np
+
 from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
@@ -169,3 +171,22 @@ def answer_accuracy(preds, refs) -> float:
         warnings.warn("answer_accuracy: no examples; returning nan", RuntimeWarning, stacklevel=2)
         return math.nan
     return sum(answers_match(p, r) for p, r in zip(preds, refs)) / len(preds)
+
+
+@register_metric("accuracy_drop", higher_is_better=False, more_memorized_when=None,
+                 inputs="flag_sets")
+def accuracy_drop(clean_correct, variant_correct) -> float:
+    r"""Accuracy lost under a robustness variant: ``mean(clean) - mean(variant)``.
+
+    Paper 1 reports over-memorized checkpoints as less robust to perturbed questions; the drop
+    from a checkpoint's own clean accuracy separates robustness from accuracy itself.
+
+    >>> accuracy_drop([True, True, False, True], [True, False, False, False])
+    0.5
+    """
+    c = np.asarray(clean_correct, dtype=bool).ravel()
+    v = np.asarray(variant_correct, dtype=bool).ravel()
+    if c.size == 0 or v.size == 0:
+        warnings.warn("accuracy_drop: an empty set; returning nan", RuntimeWarning, stacklevel=2)
+        return math.nan
+    return float(c.mean() - v.mean())

@@ -182,6 +182,28 @@ def embedding_dispersion(embeddings) -> float:
     return float(np.mean(1.0 - cos[iu]))
 
 
+@register_metric("first_token_entropy", higher_is_better=True, more_memorized_when="lower",
+                 inputs="values")
+def first_token_entropy(entropies) -> float:
+    r"""Mean entropy (nats) of the model's first-token distribution over prompts.
+
+    .. math:: \bar H = \frac{1}{N}\sum_i H\big(p(\cdot \mid x_i)\big)
+
+    Low entropy at the first token means the model opens every answer the same way: paper 1's
+    over-memorized checkpoints lose diversity here first. Entropies come from the engine
+    (`Generation.first_token_entropy`, or `TokenScores.entropy[0]`).
+
+    >>> first_token_entropy([0.5, 1.5])
+    1.0
+    """
+    h = np.asarray(entropies, dtype=float).ravel()
+    if h.size == 0:
+        warnings.warn("first_token_entropy: no prompts; returning nan", RuntimeWarning,
+                      stacklevel=2)
+        return math.nan
+    return float(h.mean())
+
+
 def entropy_from_probs(probs, *, axis: int = -1, base: float | None = None):
     r"""Shannon entropy of distributions along ``axis`` (e.g. the first generated token).
 

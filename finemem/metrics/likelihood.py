@@ -135,8 +135,25 @@ def perplexity(token_lp, *, per_example: bool = False):
     >>> round(perplexity([np.log([0.5, 0.5]), np.log([0.25])]), 4)   # 4 ** (2/3)
     2.5198
     """
-    nll = _mean_nll(token_lp, "perplexity", per_example)
-    return np.exp(nll) if per_example else math.exp(nll)
+    if per_example:
+        return np.exp(_mean_nll(token_lp, "perplexity", True))
+    arrs = _logprobs(token_lp, "perplexity")
+    if not arrs:
+        return _empty("perplexity", False)
+    return pooled_perplexity([-float(a.sum()) for a in arrs], [a.size for a in arrs])
+
+
+def pooled_perplexity(nll_sums, n_tokens) -> float:
+    r"""Perplexity pooled from per-example sums: ``exp(sum_i NLL_i / sum_i T_i)``.
+
+    The form `perplexity` reduces to; a bootstrap over examples resamples these sums.
+
+    >>> round(pooled_perplexity([2 * np.log(2), np.log(4)], [2, 1]), 4)
+    2.5198
+    """
+    s = np.asarray(nll_sums, dtype=float)
+    t = np.asarray(n_tokens, dtype=float)
+    return math.exp(float(s.sum()) / max(float(t.sum()), 1.0))
 
 
 @register_metric("token_accuracy", higher_is_better=True, more_memorized_when="higher",

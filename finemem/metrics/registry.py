@@ -27,11 +27,10 @@ Metadata:
 
 from __future__ import annotations
 
-import difflib
 from dataclasses import dataclass
 from typing import Callable
 
-from finemem.errors import UserError
+from finemem.errors import UserError, unknown_name
 
 INPUT_KINDS = {
     "token_logprobs": "list of 1-D float arrays, per-token log p(target), one per example",
@@ -42,6 +41,8 @@ INPUT_KINDS = {
     "embeddings": "(n, d) float array",
     "confidence_correct": "two aligned arrays: confidences in [0, 1] and 0/1 correctness",
     "pass_counts": "two aligned int arrays: samples drawn n_i and correct samples c_i, per problem",
+    "values": "1-D float array, one value per example (e.g. first-token entropies)",
+    "flag_sets": "two 1-D bool arrays: correct flags on a clean set and on its variant",
 }
 KINDS = ("rate", "value")
 MEMORIZED_DIRECTIONS = ("higher", "lower", None)
@@ -98,10 +99,7 @@ def get_metric(name: str) -> MetricInfo:
     """Look up a registered metric; an unknown name raises `UserError` with the closest match."""
     _load_builtin()
     if name not in METRICS:
-        close = difflib.get_close_matches(name, METRICS, n=1)
-        hint = f" Did you mean: {close[0]}?" if close else ""
-        raise UserError(f"Unknown metric '{name}'.{hint} Available: {', '.join(sorted(METRICS))}",
-                        field="metric")
+        raise unknown_name("metric", name, METRICS, field="metric")
     return METRICS[name]
 
 

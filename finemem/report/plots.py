@@ -1,4 +1,5 @@
-"""Plots of an audited run. Reads a `RunSummary`; writes PNG files."""
+"""Plots of an audited run. Reads a `RunSummary`; writes PNG files. Axis notes on direction
+come from the metric registry."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.patches import Patch  # noqa: E402
 
+from finemem.metrics.registry import get_metric  # noqa: E402
+
 # The paper's three states as background colours; classic overfitting gets its own.
 STAGE_COLOURS = {"underfit": ("#f4cccc", "low accuracy"),
                  "healthy": ("#d9ead3", "high accuracy, low test PPL"),
@@ -17,55 +20,91 @@ STAGE_COLOURS = {"underfit": ("#f4cccc", "low accuracy"),
                  "overfit": ("#d9d9d9", "accuracy falling, PPL rising (overfit)")}
 
 
-def plot_dynamics(summary, out: str | Path) -> Path:
-    """Test accuracy and test PPL of the reference solutions against epoch, over stage colours."""
-    rows = summary.rows
-    x = [r.epoch for r in rows]
-    acc = summary.column("test/accuracy")
-    ppl = summary.column("test/ppl")
-    fig, ax = plt.subplots(figsize=(8, 5.2))
-    edges = [x[0]] + [(a + b) / 2 for a, b in zip(x, x[1:])] + [x[-1]]
-    for i, lab in enumerate(summary.labels):
-        ax.axvspan(edges[i], edges[i + 1], color=STAGE_COLOURS[lab.label][0], lw=0)
-    lo = [r.metrics["test/accuracy"]["lo"] for r in rows]
-    hi = [r.metrics["test/accuracy"]["hi"] for r in rows]
-    ax.plot(x, acc, "o-", color="#1f4e79", label="test accuracy")
-    ax.fill_between(x, lo, hi, color="#1f4e79", alpha=0.15)
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test accuracy (greedy, 95% CI)")
-    ax.set_ylim(-0.02, 1.02)
-    ax2 = ax.twinx()
-    ax2.plot(x, ppl, "s--", color="#a61c00", label="test PPL of reference solutions")
-    ax2.set_ylabel("test PPL (reference solutions)")
-    handles = [ax.lines[0], ax2.lines[0]] + [
-        Patch(color=c, label=t) for k, (c, t) in STAGE_COLOURS.items()
-        if k in {lab.label for lab in summary.labels}]
-    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
-              fontsize=8, frameon=False)
-    ax.set_title(f"Learning dynamics: {Path(summary.run_dir).name}")
-    fig.tight_layout()
+def _save(fig, out: str | Path, dpi: int = 120) -> Path:
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=120)
+    fig.savefig(out, dpi=dpi)
     plt.close(fig)
     return out
 
 
-def plot_diversity(summary, out: str | Path, keys: tuple[str, ...] = (
-        "test/first_token_entropy", "test/distinct@8", "test/distinct_openings@8",
-        "test/self_bleu")) -> Path | None:
-    keys = tuple(k for k in keys if any(k in r.metrics for r in summary.rows))
-    if not keys:
+def plot_dynamics(summary, out: str | Path) -> Path:
+    """Test accuracy (graded runs) and test PPL of the reference completions against epoch,
+    over the stage colours; merged checkpoints as separate markers."""
+    rows, merges = summary.rows, summary.merges
+    x = [r.epoch for r in rows]
+    fig, ax = plt.subplots(figsize=(8, 5.2))
+    handles = []
+    if summary.graded:
+        edges = [x[0]] + [(a + b) / 2 for a, b in zip(x, x[1:])] + [x[-1]]
+        for i, lab in enumerate(summary.labels):
+            ax.axvspan(edges[i], edges[i + 1], color=STAGE_COLOURS[lab.label][0], lw=0)
+        acc = [r.find("test/answer_accuracy") for r in rows]
+        handles += ax.plot(x, [a["value"] for a in acc], "o-", color="#1f4e79",
+                           label="test accuracy")
+        ax.fill_between(x, [a["lo"] for a in acc], [a["hi"] for a in acc], color="#1f4e79",
+                        alpha=0.15)
+        if merges:
+            handles += ax.plot([m.epoch for m in merges],
+                               [m.get("test/answer_accuracy") for m in merges], "D",
+                               color="#1f4e79", mfc="white", label="test accuracy (merge)")
+        ax.set_ylabel("test accuracy (greedy, 95% CI)")
+        ax.set_ylim(-0.02, 1.02)
+        ppl_ax = ax.twinx()
+    else:
+        ppl_ax = ax
+        if any(r.has("train/perplexity") for r in rows):
+            handles += ax.plot(x, summary.column("train/perplexity"), "o:", color="#555555",
+                               label="train PPL")
+    handles += ppl_ax.plot(x, summary.column("test/perplexity"), "s--", color="#a61c00",
+                           label="test PPL of reference completions")
+    if merges:
+        handles += ppl_ax.plot([m.epoch for m in merges],
+                               [m.get("test/perplexity") for m in merges], "D", color="#a61c00",
+                               mfc="white", label="test PPL (merge)")
+    ppl_ax.set_ylabel("test PPL (reference completions)")
+    ax.set_xlabel("epoch")
+    if summary.graded:
+        handles += [Patch(color=c, label=t) for k, (c, t) in STAGE_COLOURS.items()
+                    if k in {lab.label for lab in summary.labels}]
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2,
+              fontsize=8, frameon=False)
+    title = "Learning dynamics" if summary.graded else "Learning dynamics (ungraded task)"
+    ax.set_title(f"{title}: {Path(summary.run_dir).name}")
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def diversity_panels(summary) -> list[tuple[str, str, dict]]:
+    """(title, key, settings) of the diversity measures this run has."""
+    k = summary.k_samples
+    panels = [("first-token entropy", "test/first_token_entropy", {}),
+              (f"distinct@{k}", "test/distinct_fraction", {"k": k, "first_line": False}),
+              (f"distinct openings@{k}", "test/distinct_fraction", {"k": k, "first_line": True}),
+              (f"self-BLEU of {k} samples", "test/self_bleu", {"k": k})]
+    return [p for p in panels if any(r.has(p[1], **p[2]) for r in summary.rows)]
+
+
+def plot_diversity(summary, out: str | Path) -> Path | None:
+    panels = diversity_panels(summary)
+    if not panels:
         return None
-    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.2))
-    axes = [axes] if len(keys) == 1 else axes
+    fig, axes = plt.subplots(1, len(panels), figsize=(4 * len(panels), 3.2))
+    axes = [axes] if len(panels) == 1 else axes
     x = [r.epoch for r in summary.rows]
-    for ax, k in zip(axes, keys):
-        ax.plot(x, summary.column(k), "o-")
-        ax.set_title(k.split("/", 1)[1])
+    for ax, (title, key, settings) in zip(axes, panels):
+        ax.plot(x, summary.column(key, **settings), "o-")
+        direction = get_metric(key.split("/", 1)[1]).more_memorized_when
+        ax.set_title(title + (f"\n({direction} = more memorized)" if direction else ""),
+                     fontsize=9)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    out = Path(out)
-    fig.savefig(out, dpi=110)
-    plt.close(fig)
-    return out
+    return _save(fig, out, dpi=110)
+
+
+def write_plots(summary, folder: str | Path) -> Path:
+    """The run's plots (dynamics, diversity) into `folder`; returns the folder."""
+    folder = Path(folder)
+    plot_dynamics(summary, folder / "dynamics.png")
+    plot_diversity(summary, folder / "diversity.png")
+    return folder

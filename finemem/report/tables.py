@@ -1,4 +1,5 @@
-"""Terminal tables (rich) for audited runs."""
+"""Terminal tables (rich) for audited runs. Column arrows come from the metric registry
+(`higher_is_better`), never from the name."""
 
 from __future__ import annotations
 
@@ -7,35 +8,56 @@ import math
 from rich.console import Console
 from rich.table import Table
 
+from finemem.metrics.registry import get_metric
+
 STAGE_STYLE = {"underfit": "red", "healthy": "green", "over-memorized": "yellow",
-               "overfit": "magenta"}
+               "overfit": "magenta", "ungraded": "dim"}
 
 
 def _fmt(v: float, digits: int = 3) -> str:
     return "-" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
 
+def arrow(metric: str) -> str:
+    """'↑' when higher is better for this registered metric, '↓' otherwise."""
+    return "↑" if get_metric(metric).higher_is_better else "↓"
+
+
+def _columns(summary) -> list[tuple[str, str, dict, int]]:
+    """(header, key, settings, digits) of the optional columns this run has."""
+    k = summary.k_samples
+    cols = [("train PPL", "train/perplexity", {}, 3),
+            ("OOD acc", "ood/answer_accuracy", {}, 3),
+            ("1st-tok H", "test/first_token_entropy", {}, 2),
+            (f"distinct@{k}", "test/distinct_fraction", {"k": k, "first_line": False}, 2),
+            (f"open@{k}", "test/distinct_fraction", {"k": k, "first_line": True}, 2)]
+    rows = summary.rows + summary.merges
+    return [(f"{h} {arrow(key.split('/')[1])}", key, s, d) for h, key, s, d in cols
+            if any(r.has(key, **s) for r in rows)]
+
+
 def stage_table(summary) -> Table:
-    rows = summary.rows
-    k_keys = sorted({k for r in rows for k in r.metrics
-                     if k.startswith(("test/distinct@", "test/distinct_openings@"))})
+    """One row per checkpoint (merges after the trajectory): test accuracy with its interval
+    (graded runs), test PPL and its ratio to the running minimum, the optional columns the
+    run has, and the stage."""
     t = Table(title=f"Stages of {summary.run_dir}", show_lines=False)
-    for col in ("checkpoint", "epoch", "test acc [95% CI]", "test PPL", "x min", "train PPL",
-                "OOD acc", "1st-tok H", *(k.split('/')[1].replace("distinct_openings", "open")
-                                               for k in k_keys), "stage"):
-        # columns: test PPL = PPL of the reference solutions; x min = its ratio to the running
-        # minimum (the stage rule's quantity); 1st-tok H = entropy of the first generated token;
-        # open@k = distinct first lines among k samples
+    acc_col = [f"test acc {arrow('answer_accuracy')} [95% CI]"] if summary.graded else []
+    extra = _columns(summary)
+    # test PPL = PPL of the reference completions; x min = its ratio to the running minimum
+    # (the stage rule's quantity); 1st-tok H = entropy of the first generated token;
+    # open@k = distinct first lines among k samples
+    for col in ("checkpoint", "epoch", *acc_col, f"test PPL {arrow('perplexity')}", "x min",
+                *(h for h, *_ in extra), "stage"):
         t.add_column(col, justify="right" if col not in ("checkpoint", "stage") else "left")
     rec = summary.recommendation.name
-    for r, lab in zip(rows, summary.labels):
-        a = r.metrics["test/accuracy"]
-        ratio = getattr(lab, "ppl_ratio", math.nan)
-        name = r.name + ("  <- ship" if r.name == rec else "")
-        t.add_row(name, _fmt(r.epoch, 1), f"{a['value']:.3f} [{a['lo']:.2f},{a['hi']:.2f}]",
-                  _fmt(r.get("test/ppl")), _fmt(ratio, 2), _fmt(r.get("train/ppl")),
-                  _fmt(r.get("ood/accuracy")), _fmt(r.get("test/first_token_entropy"), 2),
-                  *(_fmt(r.get(k), 2) for k in k_keys),
+    for r, lab in zip(summary.rows + summary.merges, summary.labels + summary.merge_labels):
+        name = r.name + (" (merge)" if r.merged else "") + ("  <- ship" if r.name == rec else "")
+        acc = []
+        if summary.graded:
+            a = r.find("test/answer_accuracy")
+            acc = [f"{a['value']:.3f} [{a['lo']:.2f},{a['hi']:.2f}]"]
+        t.add_row(name, _fmt(r.epoch, 1), *acc, _fmt(r.get("test/perplexity")),
+                  _fmt(lab.ppl_ratio, 2), *(_fmt(r.get(key, **s), d) for _, key, s, d in extra),
                   f"[{STAGE_STYLE[lab.label]}]{lab.label}[/]")
     return t
 
@@ -45,4 +67,7 @@ def print_summary(summary, console: Console | None = None) -> None:
     if not console.is_terminal:
         console.width = max(console.width, 150)  # logs and pipes: do not squeeze the table
     console.print(stage_table(summary))
+    if not summary.graded:
+        console.print("[dim]No graded answers in the test set: no accuracy and no stages; the "
+                      "recommendation uses test PPL.[/]")
     console.print(f"[bold]Recommendation:[/] {summary.recommendation.explanation}")

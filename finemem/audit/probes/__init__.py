@@ -1,0 +1,122 @@
+"""Probes: what `finemem audit` measures on each checkpoint, one module each.
+
+Usage:
+    finemem audit RUN_DIR --probes likelihood,overmem
+    from finemem.audit.probes import get_probe, probe_names
+
+A probe is a module in this package with a `Probe` subclass decorated `@register_probe`:
+
+    @register_probe("likelihood")
+    class Likelihood(Probe):
+        class Config(Section):          # its section, `audit: {likelihood: {...}}`
+            train_sample: int = Field(200, gt=0)
+        def prepare(self, ctx): ...     # once per run: load and encode its data
+        def run(self, ctx, ref, model): ...   # once per checkpoint: ask the engine, store metrics
+
+The audit loop (`finemem.audit.loop`) loads every checkpoint once and runs each requested probe
+on it. A probe that reads another's results names it in `needs`; the loop runs that one too,
+first. A probe is done on a checkpoint when its done-key (its name, settings and the content
+of its inputs) is in the store, so a rerun computes only what is missing. Adding a probe is
+adding a file here (and its name to `_MODULES`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+import json
+from typing import ClassVar
+
+from finemem.config import Section
+from finemem.errors import UserError
+
+PROBES: dict[str, type["Probe"]] = {}
+_MODULES = ("likelihood", "overmem")
+
+
+class Probe(ABC):
+    name: ClassVar[str] = ""
+    Config: ClassVar[type[Section]] = Section
+    default: ClassVar[bool] = True          # run when neither audit.probes nor --probes is set
+    needs: ClassVar[tuple[str, ...]] = ()   # probes whose results this one reads
+    description: ClassVar[str] = ""
+
+    def __init__(self, cfg: Section):
+        self.cfg = cfg
+        self.inputs: list = []  # what prepare() loaded, as plain data: part of the done-key
+
+    def prepare(self, ctx) -> None:
+        """Once per run, before any checkpoint: load data, check settings."""
+
+    @abstractmethod
+    def run(self, ctx, ref, model) -> None:
+        """Once per checkpoint: ask `ctx` (the engine and the store) and store metrics."""
+
+    def done_key(self) -> str:
+        h = hashlib.sha256(self.name.encode())
+        h.update(self.cfg.model_dump_json().encode())
+        h.update(json.dumps(self.inputs, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:12]
+
+
+def register_probe(name: str):
+    def deco(cls: type[Probe]) -> type[Probe]:
+        if name in PROBES and PROBES[name] is not cls:
+            raise ValueError(f"probe '{name}' is already registered by {PROBES[name].__module__}")
+        cls.name = name
+        PROBES[name] = cls
+        return cls
+    return deco
+
+
+def load_probes() -> None:
+    import importlib
+
+    for mod in _MODULES:
+        importlib.import_module(f"finemem.audit.probes.{mod}")
+
+
+def get_probe(name: str) -> type[Probe]:
+    load_probes()
+    if name not in PROBES:
+        raise _unknown(name)
+    return PROBES[name]
+
+
+def probe_names() -> list[str]:
+    load_probes()
+    return sorted(PROBES)
+
+
+def resolve_probes(names: list[str] | None) -> list[str]:
+    """The probes to run, in order: `names` (None = the default ones) plus what they need,
+    each after the probes it needs."""
+    load_probes()
+    wanted = [n for n, p in PROBES.items() if p.default] if names is None else list(names)
+    order: list[str] = []
+
+    def add(n: str) -> None:
+        if n in order:
+            return
+        for dep in get_probe(n).needs:
+            add(dep)
+        order.append(n)
+
+    for n in wanted:
+        add(n)
+    return order
+
+
+def _unknown(name: str) -> UserError:
+    try:
+        from finemem.errors import unknown_name
+    except ImportError:  # pragma: no cover - the shared helper lands with the errors module
+        unknown_name = None
+    if unknown_name is not None:
+        return unknown_name("probe", name, sorted(PROBES), field="probes")
+    import difflib
+
+    close = difflib.get_close_matches(name, PROBES, n=1)
+    hint = f" Did you mean: {close[0]}?" if close else ""
+    return UserError(f"Unknown probe '{name}'.{hint} Available: {', '.join(sorted(PROBES))}",
+                     field="probes")
