@@ -209,7 +209,7 @@ class AuditConfig(BaseModel):
 
 class RunConfig(_Strict):
     run_dir: str = Field(description="folder holding everything this run produces")
-    model: str = Field("builtin:tiny", description="'builtin:test|tiny|small|base', a local "
+    model: str = Field("builtin:tiny", description="'builtin:<size>' (sizes: finemem.models.base.SIZES), a local "
                                                    "Hugging Face folder or a hub id")
     trust_remote_code: bool = False
     allow_pickle: bool = Field(False, description="allow loading pickled (.bin) weights")

@@ -2,7 +2,15 @@
 
 Anything the user can fix (bad config, bad data, missing files) raises `UserError`. The CLI
 prints its message as one line and exits with status 2, without a traceback.
+
+A name looked up in a registry (metric, task, probe, experiment) that is not there raises
+`unknown_name(kind, name, available)`: "Unknown metric 'x'. Did you mean: y? Available: ...".
 """
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
 
 
 class UserError(Exception):
@@ -19,3 +27,15 @@ class UserError(Exception):
             where.append(f"field '{field}'")
         self.message = message
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
+
+
+def unknown_name(kind: str, name: str, available: Iterable[str], field: str | None = None
+                 ) -> UserError:
+    """The `UserError` for a name that is not among `available` (raise it):
+    "Unknown <kind> '<name>'. Did you mean: <closest>? Available: <sorted names>", the hint
+    only when difflib finds a close match."""
+    names = sorted(available)
+    close = difflib.get_close_matches(name, names, n=1)
+    hint = f" Did you mean: {close[0]}?" if close else ""
+    return UserError(f"Unknown {kind} '{name}'.{hint} Available: {', '.join(names)}",
+                     field=field)

@@ -125,3 +125,16 @@ def test_builtin_names_and_bad_size():
         parse_builtin("builtin:huge")
     with pytest.raises(UserError, match="unknown base size"):
         build_base("huge")
+
+
+
+def test_sizes_have_one_source():
+    from finemem.models.base import SIZES, check_size
+    from finemem.models.load import resolve_model
+
+    assert check_size("tiny") == "tiny"
+    with pytest.raises(UserError, match="field '--size'.*choose one of: " + ", ".join(SIZES)):
+        check_size("huge", field="--size")
+    with pytest.raises(UserError, match="unknown builtin model 'builtin:huge'; available: "
+                       + ", ".join("builtin:" + s for s in SIZES)):
+        resolve_model("builtin:huge")

@@ -36,21 +36,6 @@ def test_example_config_validates_and_is_commented():
     assert sum("#" in ln for ln in lines) / len(lines) > 0.8
 
 
-def test_demo_and_reproduce_configs_validate(tmp_path):
-    from finemem.demo import demo_config
-    from finemem.reproduce import run_configs
-
-    cfg = demo_config(tmp_path / "demo")
-    assert cfg.data.train.source == "builtin:arith"
-    runs = run_configs(tmp_path)
-    assert {"full-high", "full-low", "lora-high", "full-high-mar"} <= set(runs)
-    assert runs["full-high-mar"].training.loss == "mar"
-    assert runs["full-low"].training.lr < runs["full-high"].training.lr
-    # reproduce's full-high is the demo run (same training digest) with more eval sets
-    assert runs["full-high"].digest() == cfg.digest()
-    assert {"test_distractor", "test_renamed", "test_reworded"} <= set(runs["full-high"].data.eval)
-
-
 @pytest.mark.parametrize("text,row,field,msg", [
     (GOOD + "  lrr: 1\n", 9, "training.lrr", "unknown key"),
     (GOOD.replace("  lr: 0.001", "  lr: fast"), 7, "training.lr", "valid number"),
@@ -110,3 +95,50 @@ def test_set_null_override_and_eval_sets_do_not_change_digest(tmp_path):
                                                          "split": "test"}}})
     assert a.digest() == b.digest()
     assert a.digest() != load_config(p, overrides={"training.lr": 0.1}).digest()
+
+
+def test_holdout_split_parses_and_bad_values_name_the_field(tmp_path):
+    text = GOOD.replace("    source: builtin:arith",
+                        "    source: data.jsonl\n    split: {test: 0.15, seed: 3}")
+    cfg = load_config(write(tmp_path, text))
+    hold = cfg.data.train.split
+    assert (hold.test, hold.seed, hold.part) == (0.15, 3, "train")
+    assert load_config(write(tmp_path, GOOD)).data.train.split == "train"
+    for bad, field, msg in (("{test: 1.5}", "data.train.split.test", "less than 1"),
+                            ("{test: 0.1, part: dev}", "data.train.split.part", "'train' or"),
+                            ("{tst: 0.1}", "data.train.split.test", "missing required key")):
+        p = write(tmp_path, GOOD.replace("    source: builtin:arith",
+                                         f"    source: data.jsonl\n    split: {bad}"))
+        with pytest.raises(UserError) as e:
+            load_config(p)
+        assert f"field '{field}'" in str(e.value) and msg in str(e.value), str(e.value)
+
+
+def test_resolved_makes_local_paths_absolute_only(tmp_path, monkeypatch):
+    from finemem.train.setup import run_dir_state, write_config
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "model").mkdir()
+    raw = {"run_dir": "run", "model": "model",
+           "data": {"train": {"source": "data/train.jsonl"},
+                    "eval": {"test": {"source": "./test.csv"},
+                             "hub": {"source": "someone/dataset"},
+                             "task": {"source": "builtin:arith", "split": "test"}}}}
+    cfg = parse_config(raw)
+    r = cfg.resolved()
+    assert r.model == str(tmp_path / "model")
+    assert r.data.train.source == str(tmp_path / "data" / "train.jsonl")
+    assert r.data.eval["test"].source == str(tmp_path / "test.csv")
+    assert r.data.eval["hub"].source == "someone/dataset"
+    assert r.data.eval["task"].source == "builtin:arith"
+    assert parse_config({**raw, "model": "org/model"}).resolved().model == "org/model"
+    assert r.resolved() == r  # idempotent
+    # a run folder whose config.yaml holds the resolved paths is "same" for the config as
+    # written, from the same directory
+    (tmp_path / "run").mkdir()
+    write_config(tmp_path / "run", r)
+    assert run_dir_state(tmp_path / "run", cfg) == "same"
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    monkeypatch.chdir(other)
+    assert run_dir_state(tmp_path / "run", cfg) == "different"  # other data files

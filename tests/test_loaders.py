@@ -248,3 +248,38 @@ def test_csv_row_with_extra_cells(tmp_path):
     c = tmp_path / "x.csv"
     c.write_text("prompt,completion\na,b\nc,d,e\n", encoding="utf-8")
     assert err(c) == f"{c}, row 3: the row has more cells than the header has columns"
+
+
+# ---------------------------------------------------------------- hold out part of one file
+
+def _holdout_rows(n=40, dup_every=5):
+    # rows i and i+1 share a prompt when i % dup_every == 0: a prompt is never split
+    return [{"prompt": f"q{i - (i % dup_every == 1)}", "completion": f" a{i}", "answer": i}
+            for i in range(n)]
+
+
+def test_holdout_split_is_disjoint_deterministic_and_complete(tmp_path):
+    p = write_jsonl(tmp_path / "d.jsonl", _holdout_rows())
+    kept = load(p, split={"test": 0.25, "seed": 0})
+    held = load(p, split={"test": 0.25, "seed": 0, "part": "test"})
+    assert len(held) in (10, 11) and len(kept) + len(held) == 40
+    assert {e.id for e in kept} | {e.id for e in held} == {f"d-{i}" for i in range(40)}
+    assert not {e.prompt for e in kept} & {e.prompt for e in held}  # whole prompts only
+    assert [int(e.id[2:]) for e in held] == sorted(int(e.id[2:]) for e in held)  # file order
+    assert load(p, split={"test": 0.25, "seed": 0, "part": "test"}) == held  # stable
+    assert load(p, split={"test": 0.25, "seed": 1, "part": "test"}) != held  # seeded
+    # n keeps the first n of the chosen part
+    assert load(p, split={"test": 0.25, "part": "test"}, n=3) == held[:3]
+    assert load(p, split={"test": 0.25}, n=5) == kept[:5]
+
+
+def test_holdout_csv_and_errors(tmp_path):
+    p = tmp_path / "d.csv"
+    p.write_text("prompt,completion\n" + "".join(f"p{i},c{i}\n" for i in range(20)))
+    assert len(load(p, split={"test": 0.1, "part": "test"})) == 2
+    one = write_jsonl(tmp_path / "one.jsonl", [{"prompt": "same", "completion": f" {i}"}
+                                               for i in range(5)])
+    with pytest.raises(UserError, match="at least two distinct prompts"):
+        load(one, split={"test": 0.2})
+    with pytest.raises(UserError, match="builtin task has its own test split"):
+        load_examples(DataSource(source="builtin:arith", split={"test": 0.2}))

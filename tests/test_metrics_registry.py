@@ -35,6 +35,10 @@ def _sample(kind: str, rng) -> tuple:
     if kind == "pass_counts":
         ns = rng.integers(3, 9, size=n)
         return (list(ns), [int(rng.integers(0, m + 1)) for m in ns])
+    if kind == "values":
+        return (list(rng.uniform(0, 3, size=n)),)
+    if kind == "flag_sets":
+        return (list(rng.random(n) < 0.8), list(rng.random(n) < 0.5))
     raise AssertionError(f"no sample generator for input kind {kind!r}; add one")
 
 
@@ -47,6 +51,7 @@ def _call(info, args):
 DEGENERATE = {  # input kind -> data arguments with nothing to measure
     "token_logprobs": ([],), "correct_flags": ([],), "texts": ([],), "pred_ref": ([], []),
     "embeddings": (np.zeros((0, 4)),), "confidence_correct": ([], []), "pass_counts": ([], []),
+    "values": ([],), "flag_sets": ([], []),
 }
 WELL_DEFINED_WHEN_EMPTY = {"distinct_answers": 0}   # a count of nothing is 0, not unknown
 

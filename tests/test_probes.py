@@ -39,7 +39,7 @@ def test_every_builtin_task_audits(tmp_path, task):
     r = runner.invoke(app, ["audit", str(run)])
     assert r.exit_code == 0, r.output
     s = summarize(run)
-    assert [row.name for row in s.rows][0] == "step-000000" and len(s.rows) == 3
+    assert [row.name for row in s.rows][0] == "step-000000" and len(s.rows) == 2
     assert all(row.get("test/perplexity") > 1 for row in s.rows)
     graded = get_task(task).answer_extractor is not None
     assert s.graded == graded
@@ -66,7 +66,7 @@ def test_user_jsonl_without_answers_audits(tmp_path):
     r = runner.invoke(app, ["audit", str(run)])
     assert r.exit_code == 0, r.output
     s = summarize(run)
-    assert not s.graded and len(s.rows) == 3
+    assert not s.graded and len(s.rows) == 2
     r = runner.invoke(app, ["recommend", str(run)])
     assert r.exit_code == 0 and "lowest test PPL" in r.output
 

@@ -4,7 +4,7 @@ Usage (inside a probe):
     scores = ctx.score(ref, model, "test", examples, loss_on="completion")
     gens = ctx.generate(ref, model, examples, max_new_tokens=64)           # greedy, cached
     ctx.put(ref, "test", "perplexity", 3.2, n=300, lo=3.1, hi=3.3)
-    ctx.put(ref, "test", "distinct_fraction", 0.9, n=40, k=8, first_line=False)
+    ctx.put(ref, "test", "distinct_fraction", 0.9, n=40, settings={"k": 8, "first_line": False})
 
 Every score and generation goes through the engine's per-example cache in the results store,
 keyed by the checkpoint's content hash and the settings that change it: two probes that ask
@@ -81,11 +81,13 @@ class AuditContext:
 
     # results ---------------------------------------------------------------------------
     def put(self, ref, split: str, name: str, value: float, *, n: int | None = None,
-            lo: float | None = None, hi: float | None = None, **settings) -> None:
-        """Store one metric of one checkpoint; `name` must be a registered metric."""
+            lo: float | None = None, hi: float | None = None,
+            settings: dict | None = None) -> None:
+        """Store one metric of one checkpoint; `name` must be a registered metric, `n` is the
+        sample size and `settings` (e.g. {"k": 8}) the options it was computed with."""
         get_metric(name)
         self.store.put_metric(ref.name, split, name, float(value), n=n, lo=lo, hi=hi,
-                              setting=setting_key(**settings))
+                              setting=setting_key(**(settings or {})))
 
     def put_examples(self, ref, split: str, name: str, ids: list[str], values,
                      **settings) -> None:

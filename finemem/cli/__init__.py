@@ -19,7 +19,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                   help="Fine-tune language models and measure what they memorize.")
 
 # Modules that register commands on `app` (each defines `register(app)`).
-COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "demo_cmd")
+COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd")
 
 
 def _register() -> None:

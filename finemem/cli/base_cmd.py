@@ -4,22 +4,20 @@ from __future__ import annotations
 
 import typer
 
+from finemem.models.base import SIZES
+
 
 def register(app: typer.Typer) -> None:
     base_app = typer.Typer(help="The self-built base models (builtin:<size>).",
                            no_args_is_help=True)
 
     @base_app.command("build")
-    def build(size: str = typer.Option("tiny", help="test | tiny | small | base"),
+    def build(size: str = typer.Option("tiny", help=" | ".join(SIZES)),
               force: bool = typer.Option(False, help="rebuild even if cached")) -> None:
         """Train the tokenizer and pretrain the base model of SIZE; cached in $FINEMEM_HOME."""
-        from finemem.models.base import SIZES, build_base
-        from finemem.errors import UserError
+        from finemem.models.base import build_base, check_size
 
-        if size not in SIZES:
-            raise UserError(f"unknown size '{size}'; available: {', '.join(SIZES)}",
-                            field="--size")
-        typer.echo(build_base(size, force=force))
+        typer.echo(build_base(check_size(size, field="--size"), force=force))
 
     @base_app.command("list")
     def list_() -> None:

@@ -2,6 +2,11 @@
 
 Flags override the file (`--lr 3e-4`, or any key with `--set training.epochs=5`). Rerunning on
 the same run folder resumes an interrupted run; a finished run is left as it is.
+
+Before anything is written, every eval set is loaded and checked (an error names the set,
+`data.eval.<name>`, and the config file) and warnings (an eval set overlapping the training
+data, no `test` set, ...) are printed to stderr. Local paths are made absolute (against the
+current directory) so the run folder's config.yaml works from anywhere.
 """
 
 from __future__ import annotations
@@ -77,5 +82,9 @@ def register(app: typer.Typer) -> None:
                  "training.max_steps": max_steps, "training.batch_size": batch_size,
                  "training.seed": seed}
         overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_sets(set_)}
-        cfg = load_config(config, overrides=overrides)
+        from finemem.audit.evalsets import check_eval_sets
+
+        cfg = load_config(config, overrides=overrides).resolved()
+        for warning in check_eval_sets(cfg, config_source=config):
+            typer.echo(f"warning: {warning}", err=True)
         print_summary(train(cfg, force=force, progress=progress))

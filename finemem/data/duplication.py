@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
-import tempfile
 from pathlib import Path
 
 from finemem.data.example import Example
 from finemem.errors import UserError
+from finemem.io import write_text_atomic
 
 MANIFEST_KEYS = ("id", "times_per_epoch", "prompt_chars", "completion_chars")
 
@@ -63,17 +62,7 @@ def write_manifest(path: str | Path, rows: list[dict]) -> None:
     """Write `rows` as JSON lines, atomically (a temp file in the same folder, then rename)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_text_atomic(path, "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
 
 
 def read_manifest(path: str | Path) -> list[dict]:

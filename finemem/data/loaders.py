@@ -25,6 +25,15 @@ tokenizer that has a chat template, prompt = the template applied to all message
 with the generation prompt; completion = the last message's content. Without a template the
 fallback is plain lines, prompt = ``"user: hi\\nassistant:"`` and completion = ``" hello"``.
 
+Hold out part of one file: ``split: {test: 0.15, seed: 0}`` (a `finemem.config.HoldOut`) divides
+the examples in two. The held-out share is made of whole prompts, ranked by a hash of
+(seed, prompt text), so it is stable (the same rows for the same file and seed, whatever ``n``)
+and never shares a prompt with the rest; its size is ``round(test * examples)`` (at least one
+example, and it may run over by the rest of the last prompt's rows). ``part: train`` (default)
+reads the rest, ``part: test`` the held-out share; ``n`` then keeps the first n of that part.
+Ids keep the row's index in the whole file. For a DatasetDict folder or a hub dataset the
+``train`` split is the one divided. A builtin task has its own test split and no hold-out.
+
 Errors are `UserError`s naming the file, the row and the field. "row" is the line number for
 JSONL and CSV (the CSV header is line 1) and the 1-based row number for Parquet and datasets.
 """
@@ -32,6 +41,7 @@ JSONL and CSV (the CSV header is line 1) and the 1-based row number for Parquet 
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -61,11 +71,37 @@ def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> li
     if src.options:
         raise UserError("'options' only applies to a builtin task; remove it",
                         source=src.source, field="options")
+    hold = _holdout_of(src)
     rows, origin, stem = _read_rows(src)
     if not rows:
         raise UserError("the dataset has no examples; add at least one row", source=origin)
-    rows = rows[: src.n]  # n=None keeps all
-    return _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
+    if hold is None:
+        rows = rows[: src.n]  # n=None keeps all
+        return _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
+    examples = _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
+    kept, held = split_holdout(examples, hold.test, hold.seed, origin=origin)
+    return (held if hold.part == "test" else kept)[: src.n]
+
+
+def split_holdout(examples: list[Example], test: float, seed: int = 0, *,
+                  origin: str = "") -> tuple[list[Example], list[Example]]:
+    """(kept, held_out): about `test` of `examples` held out by whole prompts (see the module
+    docstring); both parts keep the file's order and never share a prompt."""
+    groups: dict[str, list[int]] = {}
+    for i, ex in enumerate(examples):
+        groups.setdefault(ex.prompt, []).append(i)
+    if len(groups) < 2:
+        raise UserError("holding out a test share needs at least two distinct prompts; the "
+                        f"data has {len(groups)}", source=origin or None, field="split.test")
+    k = min(len(examples) - 1, max(1, round(test * len(examples))))
+    ranked = sorted(groups, key=lambda p: hashlib.sha256(f"{seed}\0{p}".encode()).digest())
+    held: set[int] = set()
+    for prompt in ranked[:-1]:  # the last prompt always stays, so neither part is empty
+        if len(held) >= k:
+            break
+        held.update(groups[prompt])
+    return ([ex for i, ex in enumerate(examples) if i not in held],
+            [ex for i, ex in enumerate(examples) if i in held])
 
 
 def render_chat(messages: list[dict], tokenizer=None) -> tuple[str, str]:
@@ -87,8 +123,20 @@ def _load_builtin(src) -> list[Example]:
     if src.fields:
         raise UserError("'fields' does not apply to a builtin task; remove it",
                         source=src.source, field="fields")
+    if _holdout_of(src) is not None:
+        raise UserError("a builtin task has its own test split: hold nothing out, and name "
+                        "split: test under data.eval instead", source=src.source, field="split")
     task = get_task(src.source.split(":", 1)[1], **src.options)
     return task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+
+
+def _holdout_of(src):
+    """The source's `HoldOut` (split: {test: ...}), or None for a plain split name."""
+    return None if isinstance(src.split, str) else src.split
+
+
+def _split_name(src) -> str:
+    return "train" if _holdout_of(src) is not None else src.split
 
 
 def _looks_local(s: str) -> bool:
@@ -102,14 +150,16 @@ def _looks_local(s: str) -> bool:
 
 def _read_rows(src) -> tuple[Rows, str, str]:
     s = src.source
+    split = _split_name(src)
+    n = None if _holdout_of(src) is not None else src.n  # a hold-out divides every row
     if not _looks_local(s):
-        return _read_hub(s, src.split, src.n), s, f"{s.split('/')[-1]}-{src.split}"
+        return _read_hub(s, split, n), s, f"{s.split('/')[-1]}-{split}"
     path = Path(s).expanduser()
     if not path.exists():
         raise UserError(f"dataset path not found (looked in {Path.cwd()}); check the path",
                         source=s, field="source")
     if path.is_dir():
-        return _read_disk(path, src.split, src.n)
+        return _read_disk(path, split, n)
     suffix = path.suffix.lower()
     if suffix == ".jsonl":
         return _read_jsonl(path), s, path.stem

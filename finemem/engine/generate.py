@@ -35,6 +35,7 @@ import torch
 
 from finemem.engine.score import _device, _progress, forward_params
 from finemem.errors import UserError
+from finemem.models.load import pad_id
 
 
 @dataclass
@@ -219,7 +220,7 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     flat = [r for rs in rows for r in rs]
     order = sorted(range(len(flat)), key=lambda k: -len(flat[k].prompt))
     batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    pad = pad_id(tokenizer)
     sampling = (temperature, top_k, top_p) if do_sample else None
     eos = eos_ids(model, tokenizer)
     was_training = model.training
@@ -228,7 +229,7 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
         for batch in _progress(batches, progress, "generating"):
             _run_batch(model, tokenizer, [flat[k] for k in batch],
                        max_new_tokens=max_new_tokens, sampling=sampling, eos=eos, stops=stops,
-                       pad_id=pad_id)
+                       pad_id=pad)
     finally:
         model.train(was_training)
     out = [[_finish(tokenizer, r, stops) for r in rs] for rs in rows]

@@ -1,1 +1,1 @@
-"""Built-in base models (`builtin:test|tiny|small|base`): see `finemem.models.base`."""
+"""Built-in base models (`builtin:<size>`, the sizes in `base.SIZES`): see `finemem.models.base`."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
-BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+from finemem.models.base import BOS, EOS, PAD
 
 
 def build(spec: dict, out: Path, *, progress: bool = True) -> dict:

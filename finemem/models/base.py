@@ -65,9 +65,7 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
     force : rebuild even when a cached folder exists.
     progress : show rich progress bars.
     """
-    if size not in SIZES:
-        raise UserError(f"unknown base size '{size}'; choose one of: {', '.join(SIZES)}",
-                        field="size")
+    check_size(size)
     spec = build_spec(size)
     digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
     root = finemem_home() / "base"
@@ -135,13 +133,21 @@ def build_spec(size: str) -> dict:
                           "special": [BOS, EOS, PAD], "numbers": "0-99 forced single tokens"}}
 
 
+def check_size(size: str, *, field: str = "size") -> str:
+    """`size` when it is a key of SIZES, else a `UserError` listing them."""
+    if size not in SIZES:
+        raise UserError(f"unknown base size '{size}'; choose one of: {', '.join(SIZES)}",
+                        field=field)
+    return size
+
+
 def parse_builtin(name: str) -> str | None:
-    """'builtin:tiny' -> 'tiny'; anything else -> None."""
+    """'builtin:tiny' -> 'tiny'; anything else -> None; an unknown size raises `UserError`."""
     if not name.startswith("builtin:"):
         return None
     size = name.split(":", 1)[1]
     if size not in SIZES:
-        raise UserError(f"unknown built-in model '{name}'; choose one of: "
+        raise UserError(f"unknown builtin model '{name}'; available: "
                         f"{', '.join('builtin:' + s for s in SIZES)}", field="model")
     return size
 

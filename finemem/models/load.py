@@ -20,7 +20,6 @@ import torch
 
 from finemem.errors import UserError
 
-BUILTIN_SIZES = ("test", "tiny", "small", "base")
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model", "vocab.json", "spiece.model",
                    "tokenizer_config.json")
 
@@ -37,13 +36,10 @@ def peft_quiet():
 
 def resolve_model(spec: str) -> str:
     """Return a local folder or hub id for `spec`; 'builtin:<size>' is built on first use."""
-    if spec.startswith("builtin:"):
-        size = spec.split(":", 1)[1]
-        if size not in BUILTIN_SIZES:
-            raise UserError(f"unknown builtin model '{spec}'; available: "
-                            + ", ".join(f"builtin:{s}" for s in BUILTIN_SIZES), field="model")
-        from finemem.models.base import build_base
+    from finemem.models.base import build_base, parse_builtin
 
+    size = parse_builtin(spec)  # raises on an unknown size
+    if size is not None:
         return str(build_base(size))
     path = Path(spec).expanduser()
     if path.exists():
@@ -91,6 +87,17 @@ def load_tokenizer(spec: str, *, trust_remote_code: bool = False):
     return tok
 
 
+def pad_id(tokenizer) -> int:
+    """The id that batches are padded with: the tokenizer's pad token, else its eos token (the
+    pad `load_tokenizer` sets), else 0. Padded positions are masked or ignored, so the choice
+    changes no result; every padding caller (training batches, generation) asks here."""
+    for tid in (getattr(tokenizer, "pad_token_id", None),
+                getattr(tokenizer, "eos_token_id", None)):
+        if tid is not None:
+            return int(tid)
+    return 0
+
+
 def load_model(spec: str, *, device: str | torch.device = "auto", dtype: str = "auto",
                trust_remote_code: bool = False, allow_pickle: bool = False):
     from transformers import AutoModelForCausalLM
@@ -112,6 +119,23 @@ def load_model(spec: str, *, device: str | torch.device = "auto", dtype: str = "
         raise UserError(f"cannot load model: {str(e).splitlines()[0]}", source=spec,
                         field="model") from None
     return model.to(dev)
+
+
+def untie_head(model) -> bool:
+    """Give the output head its own copy of a weight it shares with the input embeddings, so
+    that training or swapping the head leaves the embeddings as they were (head fine-tuning
+    and the engine's head swaps both call this).
+
+    Returns True when the head was tied (and is now untied).
+    """
+    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
+    if head is None or emb is None or head.weight is not emb.weight:
+        return False
+    head.weight = torch.nn.Parameter(head.weight.detach().clone())
+    model.config.tie_word_embeddings = False  # so a later tie_weights() does not re-tie them
+    if hasattr(model.config, "get_text_config"):
+        model.config.get_text_config().tie_word_embeddings = False
+    return True
 
 
 def read_json(path: Path) -> dict:

@@ -3,7 +3,7 @@
 Usage:
     items = encode_examples(tok, examples, loss_on="completion", max_length=512)
     for idx in epoch_batches(len(items), batch_size=16, seed=0, epoch=3):
-        batch = collate([items[i] for i in idx], pad_id=tok.pad_token_id)
+        batch = collate([items[i] for i in idx], pad_id=pad_id(tok))   # finemem.models.load
 
 The order of epoch e is a permutation drawn from a generator seeded by (seed, e) alone, so a
 resumed run replays exactly the batches an uninterrupted run would have seen.

@@ -33,6 +33,11 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from finemem.errors import UserError
+from finemem.io import write_json_atomic
+
+# The metadata file that marks a complete checkpoint folder (the engine, audits and `finemem
+# merge` read and write it through these names), and the one tensor of a head checkpoint.
 CKPT_META = "finemem_ckpt.json"
 HEAD_KEY = "lm_head.weight"
 WEIGHT_FILES = {"full": None, "lora": "adapter_model.safetensors", "head": "head.safetensors"}
@@ -57,20 +62,23 @@ def content_hash(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-    os.replace(tmp, path)
+def read_checkpoint_meta(ckpt: str | Path) -> dict | None:
+    """The finemem_ckpt.json record of a checkpoint folder; None when it has none (not a
+    finemem checkpoint, or not complete: the record is written last)."""
+    meta = Path(ckpt) / CKPT_META
+    return json.loads(meta.read_text("utf-8")) if meta.is_file() else None
 
 
-def list_checkpoints(ckpt_root: Path) -> list[dict]:
-    """Complete checkpoints under `ckpt_root`, by step: [{"name", "path", **finemem_ckpt.json}]."""
+def list_checkpoints(ckpt_root: str | Path, pattern: str = "step-*", *,
+                     by_step: bool = True) -> list[dict]:
+    """Complete checkpoints in the folders of `ckpt_root` that match `pattern`, by step (or by
+    folder name when `by_step` is False): [{"name", "path", **finemem_ckpt.json}]."""
     out = []
-    for d in sorted(Path(ckpt_root).glob("step-*")):
-        meta = d / CKPT_META
-        if d.is_dir() and meta.is_file():
-            out.append({"name": d.name, "path": str(d), **json.loads(meta.read_text("utf-8"))})
-    return sorted(out, key=lambda c: c["step"])
+    for d in sorted(Path(ckpt_root).glob(pattern)):
+        meta = read_checkpoint_meta(d)
+        if meta is not None:
+            out.append({"name": d.name, "path": str(d), **meta})
+    return sorted(out, key=lambda c: c["step"]) if by_step else out
 
 
 def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: str,
@@ -114,15 +122,15 @@ def load_checkpoint_weights(model, path: str | Path, kind: str) -> None:
         tied = set(getattr(model, "_tied_weights_keys", None) or ())
         missing = [k for k in missing if k not in tied]
         if missing or unexpected:
-            raise RuntimeError(f"checkpoint {path} does not match the model: missing {missing[:5]}"
-                               f", unexpected {list(unexpected)[:5]}")
+            raise UserError(f"checkpoint does not match the model: missing {missing[:5]}, "
+                            f"unexpected {list(unexpected)[:5]}", source=str(path))
     elif kind == "lora":
         from peft import set_peft_model_state_dict
 
         res = set_peft_model_state_dict(model, load_file(str(path / WEIGHT_FILES["lora"])))
         if getattr(res, "unexpected_keys", None):
-            raise RuntimeError(f"adapter {path} does not match the model: "
-                               f"{res.unexpected_keys[:5]}")
+            raise UserError(f"adapter does not match the model: unexpected keys "
+                            f"{res.unexpected_keys[:5]}", source=str(path))
     elif kind == "head":
         w = load_file(str(path / WEIGHT_FILES["head"]))[HEAD_KEY]
         with torch.no_grad():

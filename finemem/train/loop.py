@@ -29,6 +29,7 @@ import torch
 
 from finemem.config import RunConfig
 from finemem.errors import UserError
+from finemem.models.load import pad_id
 from finemem.store import Store
 from finemem.train import checkpoint as ck
 from finemem.train.batches import collate, epoch_batches, items_digest
@@ -237,7 +238,7 @@ class _Trainer:
             ck.restore_state(self.run_dir, optimizer=optimizer, scheduler=scheduler)
         model, optimizer = acc.prepare(model, optimizer)
         params = [p for p in model.parameters() if p.requires_grad]
-        pad_id = self.prep.tokenizer.pad_token_id
+        pad = pad_id(self.prep.tokenizer)
         items, spe = self.prep.items, self.steps_per_epoch
         n_epochs = math.ceil(self.total_steps / spe)
         model.train()
@@ -257,7 +258,7 @@ class _Trainer:
                     for j, idx in enumerate(group):
                         batch = {k: v.to(acc.device, non_blocking=True)
                                  for k, v in collate([items[i] for i in idx],
-                                                     pad_id=pad_id).items()}
+                                                     pad_id=pad).items()}
                         sync = j == len(group) - 1
                         with nullcontext() if sync else acc.no_sync(model):
                             logits = model(input_ids=batch["input_ids"],

@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from finemem.errors import UserError
+from finemem.models.load import untie_head
 
 DEFAULT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj",
                         "down_proj")
@@ -74,21 +75,6 @@ def output_head_name(model: nn.Module) -> str:
         if mod is head:
             return f"{name}.weight"
     raise UserError("cannot locate the output head in the model", field="training.method")
-
-
-def untie_head(model: nn.Module) -> bool:
-    """Give the output head its own copy of a weight it shares with the input embeddings.
-
-    Returns True when the head was tied (and is now untied).
-    """
-    head, emb = model.get_output_embeddings(), model.get_input_embeddings()
-    if head is None or emb is None or head.weight is not emb.weight:
-        return False
-    head.weight = nn.Parameter(head.weight.detach().clone())
-    model.config.tie_word_embeddings = False  # so a later tie_weights() does not re-tie them
-    if hasattr(model.config, "get_text_config"):
-        model.config.get_text_config().tie_word_embeddings = False
-    return True
 
 
 def apply_method(model: nn.Module, training) -> nn.Module:

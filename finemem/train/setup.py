@@ -12,8 +12,7 @@ reported before the run folder exists.
 
 from __future__ import annotations
 
-import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -22,6 +21,7 @@ from finemem.config import RunConfig, load_config
 from finemem.data.duplication import apply_duplication, write_manifest
 from finemem.data.loaders import load_examples
 from finemem.errors import UserError
+from finemem.io import write_text_atomic
 from finemem.models.load import load_model, load_tokenizer, resolve_model
 from finemem.train.batches import encode_examples
 from finemem.train.methods import apply_method
@@ -34,6 +34,7 @@ class Prepared:
     model: torch.nn.Module  # method applied (peft-wrapped for lora), on `device`
     items: list[tuple[torch.Tensor, torch.Tensor]]  # (input_ids, labels) per training example
     manifest: list[dict]
+    eval_warnings: list[str] = field(default_factory=list)  # from check_eval_sets
 
 
 def run_dir_state(run_dir: Path, cfg: RunConfig) -> str:
@@ -51,11 +52,15 @@ def run_dir_state(run_dir: Path, cfg: RunConfig) -> str:
         old = load_config(stored)
     except UserError:
         return "different"
-    return "same" if old.digest() == cfg.digest() else "different"
+    # Both resolved: config.yaml stores absolute paths, `cfg` may hold them as written.
+    return "same" if old.resolved().digest() == cfg.resolved().digest() else "different"
 
 
-def prepare(cfg: RunConfig, *, device) -> Prepared:
-    """Validate the model, tokenizer, data and method; build the model to train."""
+def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prepared:
+    """Validate the model, tokenizer, data (the eval sets too) and method; build the model to
+    train. `config_source` (the config file) is named in eval-set errors."""
+    from finemem.audit.evalsets import check_eval_sets
+
     base_path = resolve_model(cfg.model)
     tok = load_tokenizer(base_path, trust_remote_code=cfg.trust_remote_code)
     examples = load_examples(cfg.data.train, tokenizer=tok,
@@ -63,6 +68,8 @@ def prepare(cfg: RunConfig, *, device) -> Prepared:
     if not examples:
         raise UserError("the training set is empty", source=cfg.data.train.source,
                         field="data.train")
+    eval_warnings = check_eval_sets(cfg, tok, config_source=config_source,
+                                    train_examples=examples)
     expanded, manifest = apply_duplication(examples, cfg.data.duplication)
     items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on,
                             max_length=cfg.data.max_length)
@@ -70,7 +77,7 @@ def prepare(cfg: RunConfig, *, device) -> Prepared:
                        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     model = apply_method(model, cfg.training)
     return Prepared(base_path=base_path, tokenizer=tok, model=model, items=items,
-                    manifest=manifest)
+                    manifest=manifest, eval_warnings=eval_warnings)
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -81,17 +88,16 @@ def write_config(run_dir: Path, cfg: RunConfig) -> None:
     text = cfg.to_yaml()
     if path.is_file() and path.read_text(encoding="utf-8") == text:
         return
-    tmp = path.with_suffix(".yaml.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    write_text_atomic(path, text)
 
 
 def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
-    """Write config.yaml (first, atomically: it marks the folder as this run's), then
-    manifest.jsonl and tokenizer/. Safe to repeat while the run has no checkpoint yet."""
+    """Write config.yaml (first, atomically: it marks the folder as this run's; local paths
+    made absolute, so the folder is self-contained), then manifest.jsonl and tokenizer/. Safe
+    to repeat while the run has no checkpoint yet."""
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    write_config(run_dir, cfg)
+    write_config(run_dir, cfg.resolved())
     for sub in ("checkpoints", "report"):
         (run_dir / sub).mkdir(exist_ok=True)
     write_manifest(run_dir / "manifest.jsonl", prep.manifest)

@@ -28,7 +28,7 @@ import json
 from typing import ClassVar
 
 from finemem.config import Section
-from finemem.errors import UserError
+from finemem.errors import UserError, unknown_name
 
 PROBES: dict[str, type["Probe"]] = {}
 _MODULES = ("likelihood", "overmem")
@@ -108,15 +108,4 @@ def resolve_probes(names: list[str] | None) -> list[str]:
 
 
 def _unknown(name: str) -> UserError:
-    try:
-        from finemem.errors import unknown_name
-    except ImportError:  # pragma: no cover - the shared helper lands with the errors module
-        unknown_name = None
-    if unknown_name is not None:
-        return unknown_name("probe", name, sorted(PROBES), field="probes")
-    import difflib
-
-    close = difflib.get_close_matches(name, PROBES, n=1)
-    hint = f" Did you mean: {close[0]}?" if close else ""
-    return UserError(f"Unknown probe '{name}'.{hint} Available: {', '.join(sorted(PROBES))}",
-                     field="probes")
+    return unknown_name("probe", name, sorted(PROBES), field="probes")

@@ -114,4 +114,4 @@ class Overmem(Probe):
             greedy_answers=greedy_answers[: len(exs)] if graded else None,
             greedy_correct=clean[: len(exs)] if graded else None)
         for name, settings, st in out:
-            ctx.put(ref, "test", name, st.value, n=st.n, lo=st.lo, hi=st.hi, **settings)
+            ctx.put(ref, "test", name, st.value, n=st.n, lo=st.lo, hi=st.hi, settings=settings)

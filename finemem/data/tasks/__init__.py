@@ -12,18 +12,18 @@ Contract every task keeps:
   n are the same for any n >= k (so a bigger eval set extends a smaller one).
 - splits are disjoint: no prompt appears in two splits (including the pretraining corpus).
 - ids are stable strings "<task>-<split>-<index>".
+- `eval_splits` (split -> role) names splits of `splits`; it must hold "test".
 - `pretrain_texts(n, seed)` yields plain texts for the base model's pretraining corpus, drawn
   with other seeds than any fine-tuning split and disjoint from them.
 """
 
 from __future__ import annotations
 
-import difflib
 import inspect
 from typing import ClassVar
 
 from finemem.data.example import Example
-from finemem.errors import UserError
+from finemem.errors import UserError, unknown_name
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -33,6 +33,10 @@ class Task:
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     # Metadata the audit reads instead of hard-coding: how to grade a generation.
     answer_extractor: ClassVar[str | None] = None  # e.g. "hash" for '#### 42'; None = no answer
+    # The evaluation sets an audit uses when the run names none (`data.eval` empty): split ->
+    # role, one of "test" (required), "ood" (out of distribution) or "variant" (a robustness
+    # variant of test; the audit reports accuracy_drop = test accuracy - variant accuracy).
+    eval_splits: ClassVar[dict[str, str]] = {"test": "test"}
 
     def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
         raise NotImplementedError
@@ -58,10 +62,7 @@ def get_task(name: str, **options) -> Task:
     """The registered task `name`, built with its generator options (e.g. arith's pair_frac)."""
     _load_builtin()
     if name not in TASKS:
-        close = difflib.get_close_matches(name, TASKS, n=1)
-        hint = f" Did you mean: {close[0]}?" if close else ""
-        raise UserError(f"Unknown task '{name}'.{hint} Available: {', '.join(sorted(TASKS))}",
-                        field="task")
+        raise unknown_name("task", name, TASKS, field="task")
     cls = TASKS[name]
     named = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     accepted = [n for n, p in inspect.signature(cls.__init__).parameters.items()

@@ -131,6 +131,8 @@ class ArithTask(Task):
 
     splits: ClassVar[tuple[str, ...]] = ("train", "test", "ood", "heldout") + VARIANTS
     answer_extractor: ClassVar[str | None] = "hash"
+    eval_splits: ClassVar[dict[str, str]] = {"test": "test", "ood": "ood",
+                                             **{v: "variant" for v in VARIANTS}}
 
     def __init__(self, *, max_value: int = 30, pair_frac: float = 0.3,
                  events: tuple[int, int] = (2, 3), ood_events: tuple[int, int] = (4, 5),

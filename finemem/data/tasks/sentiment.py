@@ -129,4 +129,5 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
 @register_task("sentiment")
 class Sentiment(TextTask):
     answer_extractor = "first_line"  # answer = first line of the generation, stripped
+    eval_splits = {"test": "test"}  # audited on test only: no ood or robustness variants
     make = staticmethod(_make)

@@ -134,4 +134,5 @@ def _make(rng: random.Random) -> tuple[str, str, None, dict]:
 @register_task("summarize")
 class Summarize(TextTask):
     answer_extractor = None  # free text: graded by overlap metrics, not an exact answer
+    eval_splits = {"test": "test"}  # audited on test only: no ood or robustness variants
     make = staticmethod(_make)

@@ -143,4 +143,5 @@ def _make(rng: random.Random) -> tuple[str, str, str, dict]:
 @register_task("translate")
 class Translate(TextTask):
     answer_extractor = "first_line"  # answer = first line of the generation, stripped
+    eval_splits = {"test": "test"}  # audited on test only: no ood or robustness variants
     make = staticmethod(_make)

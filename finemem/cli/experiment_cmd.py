@@ -1,0 +1,60 @@
+"""`finemem demo`, `finemem reproduce EXPERIMENT` and `finemem sweep` (finemem.experiments)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    from finemem.experiments import experiment_names, get_experiment
+
+    @app.command()
+    def demo(run_dir: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
+             force: bool = typer.Option(False, help="start the demo run over")) -> None:
+        """Build builtin:tiny, fine-tune arith at a high learning rate, audit every checkpoint,
+        print the stage table and the recommendation, and plot the learning dynamics."""
+        get_experiment("demo").run(run_dir, force=force)
+
+    names = experiment_names(reproducible=True)
+
+    @app.command()
+    def reproduce(experiment: str = typer.Argument(..., help=" | ".join(names)),
+                  out: Path = typer.Option(Path("runs/reproduce"), help="folder for the runs"),
+                  doc: Path = typer.Option(Path("docs/REPLICATION.md"), help="report to write"),
+                  ) -> None:
+        """Run a longer experiment on the built-in setup and write its report (for
+        over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits."""
+        from finemem.errors import UserError
+
+        exp = get_experiment(experiment)  # an unknown name: "Did you mean ...?"
+        if not exp.reproducible:
+            how = f" (it runs with `{exp.command}`)" if exp.command else ""
+            raise UserError(f"experiment '{experiment}' is not one `finemem reproduce` runs"
+                            f"{how}; reproducible: {', '.join(names)}", field="experiment")
+        exp.run(out, doc=doc)
+
+    @app.command()
+    def sweep(config: Path = typer.Option(..., help="base run config (YAML)"),
+              grid: Optional[List[str]] = typer.Option(
+                  None, help="KEY=V1,V2,... over any config key, values as YAML scalars, e.g. "
+                             "training.lr=1e-4,3e-4; repeat for a product of grids"),
+              lrs: Optional[str] = typer.Option(
+                  None, help="comma-separated learning rates (= --grid training.lr=...)"),
+              methods: Optional[str] = typer.Option(
+                  None, help="comma-separated full,lora,head (= --grid training.method=...)"),
+              epochs: Optional[int] = typer.Option(None, help="epochs per cell"),
+              out: Path = typer.Option(Path("runs/sweep"), help="folder for the cells")) -> None:
+        """Train and audit a grid over config keys, one run folder per cell (an interrupted
+        sweep resumes); table of when each setting enters over-memorization, its best accuracy
+        and recommended checkpoint, and the learning-rate recommendation. Default grid:
+        training.lr=1e-4,3e-4,1e-3."""
+        from finemem.experiments.sweep import parse_grid, run_sweep
+
+        specs = ([f"training.method={methods}"] if methods else []) + \
+            ([f"training.lr={lrs}"] if lrs else []) + list(grid or [])
+        if not specs:
+            specs = ["training.lr=1e-4,3e-4,1e-3"]
+        run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out)

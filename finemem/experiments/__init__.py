@@ -1,0 +1,98 @@
+"""Registry of experiments: runs of finemem itself that show or test something end to end.
+
+Usage:
+    from finemem.experiments import get_experiment, experiment_names
+    exp = get_experiment("over-memorization")
+    exp.run(Path("runs/reproduce"), doc=Path("docs/REPLICATION.md"))
+
+An experiment is one module in this package plus its YAML settings beside it (the module
+`over_memorization.py` reads `over_memorization.yaml`). The module subclasses `Experiment`
+and decorates it with `@register_experiment("name")`; adding an experiment is adding the two
+files, nothing else (the modules of this package are imported when the registry is first
+read). `finemem reproduce NAME` runs the experiments marked `reproducible`; `finemem demo`
+runs "demo"; `finemem sweep` (module `sweep`) is a grid over any run config.
+
+Contract every experiment keeps:
+- `run(out, **opts)` writes every run it makes under `out`, one normal run folder each, so a
+  rerun resumes and only computes what is missing;
+- `configs(out)` returns the run configs it would train, validated, without training
+  anything (the tests check every shipped experiment this way).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from importlib import resources
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+from finemem.errors import UserError, unknown_name
+
+EXPERIMENTS: dict[str, type["Experiment"]] = {}
+
+
+class Experiment:
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""      # one line, for `--help`
+    settings_file: ClassVar[str] = ""    # the YAML beside the module, e.g. "demo.yaml"
+    reproducible: ClassVar[bool] = False  # run by `finemem reproduce NAME`
+    command: ClassVar[str] = ""          # its own command, when it has one (`finemem demo`)
+
+    def settings(self) -> dict:
+        """The experiment's YAML settings (a fresh copy on every call)."""
+        return load_settings(self.settings_file)[0]
+
+    def configs(self, out: Path) -> dict:
+        """Run name -> validated `RunConfig` of every run the experiment trains under `out`."""
+        raise NotImplementedError
+
+    def run(self, out: Path, **opts) -> Any:
+        raise NotImplementedError
+
+
+def register_experiment(name: str):
+    def deco(cls: type[Experiment]) -> type[Experiment]:
+        cls.name = name
+        EXPERIMENTS[name] = cls
+        return cls
+    return deco
+
+
+def get_experiment(name: str) -> Experiment:
+    """The registered experiment `name`; an unknown name raises `UserError` with the closest
+    match."""
+    _load_builtin()
+    if name not in EXPERIMENTS:
+        raise unknown_name("experiment", name, EXPERIMENTS, field="experiment")
+    return EXPERIMENTS[name]()
+
+
+def experiment_names(*, reproducible: bool | None = None) -> list[str]:
+    """Registered names, sorted; `reproducible=True` keeps those `finemem reproduce` runs."""
+    _load_builtin()
+    return sorted(n for n, cls in EXPERIMENTS.items()
+                  if reproducible is None or cls.reproducible == reproducible)
+
+
+def load_settings(filename: str) -> tuple[dict, str]:
+    """(parsed YAML, its text) of a settings file shipped in this package."""
+    try:
+        text = resources.files(__name__).joinpath(filename).read_text("utf-8")
+    except FileNotFoundError:
+        raise UserError(f"experiment settings '{filename}' are not in the package "
+                        "(finemem/experiments/)") from None
+    return yaml.safe_load(text) or {}, text
+
+
+def _load_builtin() -> None:
+    # Every module of this package registers what it defines on import; imported lazily so that
+    # importing the registry (and the CLI) stays cheap until an experiment is looked up.
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
+
+
+__all__ = ["EXPERIMENTS", "Experiment", "experiment_names", "get_experiment", "load_settings",
+           "register_experiment"]

@@ -1,0 +1,100 @@
+"""The demo: the over-memorization audit on the built-in arith task, end to end.
+
+    finemem demo  ==  train(demo config) -> audit_run -> stage table, recommendation, plots
+
+The demo's settings live beside this module in demo.yaml; docs/OVER_MEMORIZATION.md says
+what it took to make the signature appear on a ~1M-parameter model.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from finemem.experiments import Experiment, load_settings, register_experiment
+
+SIGNATURE_RATIO = 1.3   # test PPL >= this x its running minimum ...
+SIGNATURE_DELTA = 0.05  # ... while point accuracy stays within this of the best
+
+
+def demo_config(run_dir: Path):
+    from finemem.config import parse_config
+
+    raw, text = load_settings(DemoExperiment.settings_file)
+    raw["run_dir"] = str(run_dir)
+    return parse_config(raw, source=DemoExperiment.settings_file, text=text)
+
+
+def signature(summary, *, ratio: float = SIGNATURE_RATIO, delta: float = SIGNATURE_DELTA) -> list:
+    """The rows of the longest run of consecutive checkpoints with test PPL >= ratio x its
+    running minimum while test accuracy stays within delta of the run's best (the issue's demo
+    criterion; `finemem.analysis.stages.longest_stretch`)."""
+    from finemem.analysis.stages import longest_stretch
+    from finemem.audit.summary import ACC
+
+    idx = longest_stretch(summary.column(ACC), [lab.ppl_ratio for lab in summary.labels],
+                          ratio=ratio, delta=delta)
+    return [summary.rows[i] for i in idx]
+
+
+def signature_measures(k: int) -> list[tuple[str, str, dict]]:
+    """(label, metric key, settings) of what the demo sets side by side at the signature."""
+    return [("first_token_entropy", "test/first_token_entropy", {}),
+            (f"distinct@{k}", "test/distinct_fraction", {"k": k, "first_line": False}),
+            (f"distinct_openings@{k}", "test/distinct_fraction", {"k": k, "first_line": True})]
+
+
+@register_experiment("demo")
+class DemoExperiment(Experiment):
+    description = ("fine-tune builtin:tiny on arith at a high learning rate, audit every "
+                   "checkpoint, show the over-memorization signature")
+    settings_file = "demo.yaml"
+    command = "finemem demo"
+
+    def configs(self, out: Path) -> dict:
+        return {"demo": demo_config(out)}
+
+    def run(self, out: Path, *, force: bool = False, console=None, **_) -> None:
+        run_demo(out, force=force, console=console)
+
+
+def run_demo(run_dir: Path, *, force: bool = False, console=None) -> None:
+    from rich.console import Console
+
+    from finemem.audit import audit_run, summarize
+    from finemem.models.load import resolve_model
+    from finemem.report.plots import write_plots
+    from finemem.report.tables import print_summary
+    from finemem.train import train
+
+    console = console or Console()
+    t0 = time.time()
+    cfg = demo_config(run_dir)
+    console.rule("1/3  base model")
+    console.print(f"{cfg.model} -> {resolve_model(cfg.model)}")
+    console.rule("2/3  fine-tuning arith")
+    train(cfg, force=force)
+    console.rule("3/3  auditing every checkpoint")
+    audit_run(run_dir)
+    s = summarize(run_dir)
+    print_summary(s, console)
+    plots = write_plots(s, run_dir / "report")
+    sig = signature(s)
+    rec = s.row(s.recommendation.name)
+    what = (f"test PPL >= {SIGNATURE_RATIO:g}x its minimum with accuracy within "
+            f"{SIGNATURE_DELTA * 100:g} points of the best")
+    if len(sig) >= 2:
+        names = ", ".join(r.name for r in sig)
+        console.print(f"[bold]Over-memorization signature:[/] {len(sig)} consecutive checkpoints "
+                      f"({names}) have {what}.")
+        for label, key, settings in signature_measures(s.k_samples):
+            over = sum(r.get(key, **settings) for r in sig) / len(sig)
+            console.print(f"  {label}: {over:.3f} there vs {rec.get(key, **settings):.3f} at "
+                          f"the recommended {rec.name}")
+    else:
+        console.print("[bold red]The over-memorization signature did not appear in this run[/] "
+                      f"(no two consecutive checkpoints with PPL >= {SIGNATURE_RATIO:g}x its "
+                      f"minimum while accuracy stays within {SIGNATURE_DELTA * 100:g} points of "
+                      "the best).")
+    console.print(f"plots: {plots}    run folder: {run_dir}    "
+                  f"time: {time.time() - t0:.0f} s")
