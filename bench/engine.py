@@ -254,15 +254,23 @@ def main(argv=None) -> int:
     print("(d)", d, flush=True)
     md = report(a, b, c, d, spec, repeat)
     print(md)
-    ok = (a["t_one"] / a["t_ours"] >= 30 and a["t_many"] / a["t_ours"] >= 10
-          and a["agree"] == 1.0 and b["t_bare"] / b["t_fast"] >= 0.8
-          and c["t_hf"] / c["t_ours"] >= 4
-          and d[max(d)]["peak_rss_mb"] / d[min(d)]["peak_rss_mb"] <= 1.10)
+    # Targets of the full run; --quick (CI) fails only on a collapse: a ratio 2x off target.
+    slack = 2.0 if args.quick else 1.0
+    checks = {"extraction vs one-at-a-time generate": a["t_one"] / a["t_ours"] >= 30 / slack,
+              "extraction vs batched generate": a["t_many"] / a["t_ours"] >= 10 / slack,
+              "extraction agrees with generate": a["agree"] == 1.0,
+              "scoring vs bare forward": b["t_bare"] / b["t_fast"] >= 0.8 / slack,
+              "sampling vs HF generate": c["t_hf"] / c["t_ours"] >= 4 / slack,
+              "peak RSS flat in the number of examples":
+                  d[max(d)]["peak_rss_mb"] / d[min(d)]["peak_rss_mb"] <= 1.10 * slack}
+    failed = [k for k, ok in checks.items() if not ok]
+    for k in failed:
+        print(f"MISSED: {k}" + (" (by more than 2x)" if args.quick else ""), file=sys.stderr)
     if not args.quick:
         from bench._perf import write_section
 
         write_section("engine", md)
-    return 0 if ok or args.quick else 1
+    return 1 if failed else 0
 
 
 def report(a, b, c, d, spec, repeat) -> str:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 import statistics
-import time
 
 import pytest
 
@@ -202,10 +201,10 @@ def test_qa_and_sentiment_phrasings(data):
 
 
 @pytest.mark.parametrize("name", TEXT_TASKS)
-def test_generation_is_fast(name):
-    t0 = time.perf_counter()
-    get_task(name).generate("train", 1000, seed=0)
-    assert time.perf_counter() - t0 < 2.0  # about 0.1-0.3 s on the 2-core dev machine
+def test_a_thousand_examples_generate(name):
+    # Timing lives in benchmarks, not unit tests; this only checks a realistic size works.
+    exs = get_task(name).generate("train", 1000, seed=0)
+    assert len(exs) == 1000 and len({e.id for e in exs}) == 1000
 
 
 def test_lexicon_helpers():

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 
 from finemem.errors import UserError
+from finemem.metrics import likelihood as lk
 
 _CHUNK_ELEMS = 1 << 23  # logits per reduction chunk (32 MiB in float32)
 # On CPU, batches past a few thousand tokens spill the caches: builtin:tiny scores 256 x 64
@@ -68,46 +69,49 @@ class TokenScores:
     def __len__(self) -> int:
         return int(self.logprob.size)
 
+    def _per_example(self, metric, flags: bool = False) -> float:
+        """One example's value of a `finemem.metrics.likelihood` function; nan when empty."""
+        if not len(self):
+            return math.nan
+        return float(metric([self.correct if flags else self.logprob], per_example=True)[0])
+
     @property
     def nll_sum(self) -> float:
-        """-sum_t log p(y_t)."""
-        return float(-self.logprob.astype(np.float64).sum())
+        """-sum_t log p(y_t) (`metrics.sum_nll`)."""
+        return self._per_example(lk.sum_nll)
 
     @property
     def nll_mean(self) -> float:
-        """-(1/T) sum_t log p(y_t); nan for an empty target."""
-        return self.nll_sum / len(self) if len(self) else math.nan
+        """-(1/T) sum_t log p(y_t) (`metrics.mean_nll`); nan for an empty target."""
+        return self._per_example(lk.mean_nll)
 
     @property
     def ppl(self) -> float:
-        """exp(nll_mean)."""
-        return math.exp(self.nll_mean) if len(self) else math.nan
+        """exp(nll_mean) (`metrics.perplexity`)."""
+        return self._per_example(lk.perplexity)
 
     @property
     def token_acc(self) -> float:
-        """Share of target tokens whose argmax is right."""
-        return float(self.correct.mean()) if len(self) else math.nan
+        """Share of target tokens whose argmax is right (`metrics.token_accuracy`)."""
+        return self._per_example(lk.token_accuracy, flags=True)
 
     @property
     def exact(self) -> bool:
-        """Every argmax right: greedy decoding reproduces the whole target."""
-        return bool(self.correct.all())
+        """Every argmax right: greedy decoding reproduces the whole target
+        (`metrics.exact_greedy_extractable`); True for an empty target."""
+        return not len(self) or bool(self._per_example(lk.exact_greedy_extractable, flags=True))
 
     @property
     def leading_match(self) -> int:
-        """Target tokens greedy decoding reproduces before its first miss."""
-        wrong = np.flatnonzero(~self.correct)
-        return int(wrong[0]) if wrong.size else len(self)
+        """Target tokens greedy decoding reproduces before its first miss
+        (`metrics.leading_match_length`)."""
+        return 0 if not len(self) else int(self._per_example(lk.leading_match_length, flags=True))
 
     @property
     def extraction_strength(self) -> float:
-        """1 - k/T, k the first position after the last miss (0 if none): the share of the
-        target greedy decoding completes from the shortest true target prefix."""
-        if not len(self):
-            return math.nan
-        wrong = np.flatnonzero(~self.correct)
-        k = int(wrong[-1]) + 1 if wrong.size else 0
-        return 1.0 - k / len(self)
+        """The share of the target greedy decoding completes from the shortest true target
+        prefix (`metrics.extraction_strength`)."""
+        return self._per_example(lk.extraction_strength, flags=True)
 
 
 def plan_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
