@@ -259,7 +259,8 @@ def claims(summaries: dict, roles: dict, rec, om) -> list[str]:
     out.append(f"| ... strictly: several consecutive checkpoints at >= {1 + hi.rule.tau:g}x PPL "
                f"with point accuracy within {hi.rule.delta:g} of the best | longest such run: "
                f"{len(sig)} checkpoint(s); largest PPL ratio within {hi.rule.delta:g} of the "
-               f"best: {ratio_near_best(hi):.2f}x | {'held' if len(sig) >= 2 else 'did not hold'} |")
+               f"best: {ratio_near_best(hi):.2f}x | "
+               f"{'held' if len(sig) >= 2 else 'did not hold'} |")
     lo = summaries.get(roles.get("low_lr"))
     if lo is not None:
         def onset(s) -> float:
@@ -269,8 +270,10 @@ def claims(summaries: dict, roles: dict, rec, om) -> list[str]:
         v = ("not testable: neither run reached it" if oh == ol == math.inf
              else "held" if ol > oh else "did not hold")
         ratio_hi, ratio_lo = (max(lab.ppl_ratio for lab in x.labels) for x in (hi, lo))
-        out.append(f"| A lower learning rate reaches it later | onset epoch high {oh:g}, low "
-                   f"{ol:g}; largest PPL ratio high {ratio_hi:.2f}x, low {ratio_lo:.2f}x | "
+        def fmt(epoch: float) -> str:
+            return "never" if epoch == math.inf else f"{epoch:g}"
+        out.append(f"| A lower learning rate reaches it later | onset epoch high {fmt(oh)}, low "
+                   f"{fmt(ol)}; largest PPL ratio high {ratio_hi:.2f}x, low {ratio_lo:.2f}x | "
                    f"{v} |")
     lora = summaries.get(roles.get("lora"))
     if lora is not None:

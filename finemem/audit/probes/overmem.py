@@ -71,15 +71,27 @@ class Overmem(Probe):
         return ctx.generate(ref, model, examples, max_new_tokens=c.max_new_tokens,
                             temperature=c.temperature, top_p=c.top_p, **kw)
 
+    def _greedy(self, ctx, ref, model) -> dict[str, list]:
+        """Greedy generations of every graded set, in one engine call when the sets' example
+        ids do not clash (full batches, one length sort), else one call per set."""
+        graded = {n: es for n, es in self.sets.items() if es.graded}
+        if not graded:
+            return {}
+        ctx.phase(f"greedy answers ({', '.join(graded)})")
+        unique: dict[str, object] = {}
+        for es in graded.values():
+            for e in es.examples:
+                if unique.setdefault(e.id, e).prompt != e.prompt:
+                    return {n: self._gen(ctx, ref, model, es.examples) for n, es in graded.items()}
+        gens = dict(zip(unique, self._gen(ctx, ref, model, list(unique.values()))))
+        return {n: [gens[e.id] for e in es.examples] for n, es in graded.items()}
+
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
         correct: dict[str, np.ndarray] = {}
         greedy_answers = None
-        for name, es in self.sets.items():
-            if not es.graded:
-                continue
-            ctx.phase(f"{name} accuracy")
-            gens = self._gen(ctx, ref, model, es.examples)
+        for name, gens in self._greedy(ctx, ref, model).items():
+            es = self.sets[name]
             texts = [g[0].text for g in gens]
             correct[name] = measures.grade(texts, [e.answer for e in es.examples],
                                            extractor=es.extractor, pattern=es.answer_regex)
