@@ -65,6 +65,8 @@ def test_user_jsonl_without_answers_audits(tmp_path):
         "eval": {"test": {"source": str(data), "fields": fields}}})
     r = runner.invoke(app, ["audit", str(run)])
     assert r.exit_code == 0, r.output
+    # The test set is the training file: the audit says so, with the count.
+    assert "overlaps the training data: 16 of 24" in r.output.replace("\n", " ")
     s = summarize(run)
     assert not s.graded and len(s.rows) == 2
     r = runner.invoke(app, ["recommend", str(run)])

@@ -40,7 +40,6 @@ class AuditContext:
     tokenizer: object
     store: Store
     phase: Callable[[str], None] = field(default=lambda what: None)
-    warnings: list[str] = field(default_factory=list)
 
     # data ------------------------------------------------------------------------------
     @functools.cache
@@ -58,6 +57,15 @@ class AuditContext:
 
     def __hash__(self) -> int:  # functools.cache on methods keys on the context itself
         return id(self)
+
+    def overlap_warnings(self) -> list[str]:
+        """One line per eval set that shares examples or prompts with the training data."""
+        from finemem.audit.evalsets import overlap_warning
+        from finemem.data.loaders import load_examples
+
+        train = load_examples(self.cfg.data.train, tokenizer=self.tokenizer)
+        found = (overlap_warning(name, s.examples, train) for name, s in self.eval_sets().items())
+        return [w for w in found if w]
 
     # the engine, cached in the store ---------------------------------------------------
     def score(self, ref, model, examples: list[Example], *, loss_on: str = "completion"):

@@ -50,7 +50,7 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
         active = [get_probe(n)(acfg.section(n)) for n in names]
         for p in active:
             p.prepare(ctx)
-        for w in ctx.warnings:
+        for w in ctx.overlap_warnings():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
         keys = {p.name: p.done_key() for p in active}
 
