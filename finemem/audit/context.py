@@ -47,7 +47,8 @@ class AuditContext:
         from finemem.audit.evalsets import eval_sets
 
         return eval_sets(self.cfg, self.tokenizer, extractor=extractor,
-                         answer_regex=answer_regex)
+                         answer_regex=answer_regex,
+                         config_source=str(self.run_dir / "config.yaml"))
 
     @functools.cache
     def train_sample(self, n: int) -> list[Example]:

@@ -73,6 +73,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     """
     from accelerate.utils import set_seed
 
+    cfg = cfg.resolved()  # the run folder is self-contained: data and model paths absolute
     run_dir = Path(cfg.run_dir)
     state = run_dir_state(run_dir, cfg)
     if state == "foreign":
