@@ -1,4 +1,4 @@
-"""`finemem audit | recommend | merge | sweep`."""
+"""`finemem audit | probes | recommend | merge`."""
 
 from __future__ import annotations
 

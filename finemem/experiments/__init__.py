@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
 from typing import Any, ClassVar
@@ -30,11 +31,12 @@ from typing import Any, ClassVar
 import yaml
 
 from finemem.errors import UserError, unknown_name
+from finemem.registry import registrar
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 
 
-class Experiment:
+class Experiment(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""      # one line, for `--help`
     settings_file: ClassVar[str] = ""    # the YAML beside the module, e.g. "demo.yaml"
@@ -45,20 +47,16 @@ class Experiment:
         """The experiment's YAML settings (a fresh copy on every call)."""
         return load_settings(self.settings_file)[0]
 
+    @abstractmethod
     def configs(self, out: Path) -> dict:
         """Run name -> validated `RunConfig` of every run the experiment trains under `out`."""
-        raise NotImplementedError
 
+    @abstractmethod
     def run(self, out: Path, **opts) -> Any:
-        raise NotImplementedError
+        """Train, audit and report; reruns resume."""
 
 
-def register_experiment(name: str):
-    def deco(cls: type[Experiment]) -> type[Experiment]:
-        cls.name = name
-        EXPERIMENTS[name] = cls
-        return cls
-    return deco
+register_experiment = registrar(EXPERIMENTS, "experiment")
 
 
 def get_experiment(name: str) -> Experiment:

@@ -17,7 +17,7 @@ The audit loop (`finemem.audit.loop`) loads every checkpoint once and runs each 
 on it. A probe that reads another's results names it in `needs`; the loop runs that one too,
 first. A probe is done on a checkpoint when its done-key (its name, settings and the content
 of its inputs) is in the store, so a rerun computes only what is missing. Adding a probe is
-adding a file here (and its name to `_MODULES`).
+adding a file here: the package's modules are imported when the registry is first read.
 """
 
 from __future__ import annotations
@@ -29,9 +29,9 @@ from typing import ClassVar
 
 from finemem.config import Section
 from finemem.errors import UserError, unknown_name
+from finemem.registry import registrar
 
 PROBES: dict[str, type["Probe"]] = {}
-_MODULES = ("likelihood", "overmem")
 
 
 class Probe(ABC):
@@ -59,21 +59,16 @@ class Probe(ABC):
         return h.hexdigest()[:12]
 
 
-def register_probe(name: str):
-    def deco(cls: type[Probe]) -> type[Probe]:
-        if name in PROBES and PROBES[name] is not cls:
-            raise ValueError(f"probe '{name}' is already registered by {PROBES[name].__module__}")
-        cls.name = name
-        PROBES[name] = cls
-        return cls
-    return deco
+register_probe = registrar(PROBES, "probe")
 
 
 def load_probes() -> None:
+    """Import every module of this package: each registers the probe it defines."""
     import importlib
+    import pkgutil
 
-    for mod in _MODULES:
-        importlib.import_module(f"finemem.audit.probes.{mod}")
+    for mod in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{mod.name}")
 
 
 def get_probe(name: str) -> type[Probe]:

@@ -20,15 +20,17 @@ Contract every task keeps:
 from __future__ import annotations
 
 import inspect
+from abc import ABC, abstractmethod
 from typing import ClassVar
 
 from finemem.data.example import Example
 from finemem.errors import UserError, unknown_name
+from finemem.registry import registrar
 
 TASKS: dict[str, type["Task"]] = {}
 
 
-class Task:
+class Task(ABC):
     name: ClassVar[str] = ""
     splits: ClassVar[tuple[str, ...]] = ("train", "test")
     # Metadata the audit reads instead of hard-coding: how to grade a generation.
@@ -38,11 +40,13 @@ class Task:
     # variant of test; the audit reports accuracy_drop = test accuracy - variant accuracy).
     eval_splits: ClassVar[dict[str, str]] = {"test": "test"}
 
+    @abstractmethod
     def generate(self, split: str, n: int, seed: int = 0) -> list[Example]:
-        raise NotImplementedError
+        """The first n examples of `split` (deterministic in split, n, seed)."""
 
+    @abstractmethod
     def pretrain_texts(self, n: int, seed: int = 0) -> list[str]:
-        raise NotImplementedError
+        """Plain texts for the base model's pretraining corpus."""
 
     def check_split(self, split: str) -> None:
         if split not in self.splits:
@@ -50,12 +54,7 @@ class Task:
                             f"available: {', '.join(self.splits)}", field="split")
 
 
-def register_task(name: str):
-    def deco(cls: type[Task]) -> type[Task]:
-        cls.name = name
-        TASKS[name] = cls
-        return cls
-    return deco
+register_task = registrar(TASKS, "task")
 
 
 def get_task(name: str, **options) -> Task:
