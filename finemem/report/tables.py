@@ -65,7 +65,7 @@ def stage_table(summary) -> Table:
 def print_summary(summary, console: Console | None = None) -> None:
     console = console or Console()
     if not console.is_terminal:
-        console.width = max(console.width, 150)  # logs and pipes: do not squeeze the table
+        console.width = max(console.width, 180)  # logs and pipes: do not squeeze the table
     console.print(stage_table(summary))
     if not summary.graded:
         console.print("[dim]No graded answers in the test set: no accuracy and no stages; the "
