@@ -261,13 +261,6 @@ def test_claim_metrics_are_registered():
         oc.expected(m.metric, "worse")
 
 
-def test_claims_keys_match_summary():
-    from finemem.audit import summary
-    from finemem.experiments import over_memorization_claims as oc
-
-    assert (oc.ACC, oc.PPL) == (summary.ACC, summary.PPL)
-
-
 def _summary(rows, labels, ratios, *, k=8, delta=0.05, tau=0.3, merges=()):
     from finemem.audit.summary import RunSummary
 

@@ -15,12 +15,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from finemem.audit.summary import ACC, PPL
+
 OVERMEM = "over-memorized"
-# Keys of the stage rule's two quantities (as in finemem.audit.summary, which this module
-# imports lazily so that listing experiments stays cheap) and the robustness variants of the
-# test set (finemem.audit.evalsets.ROBUSTNESS).
-ACC = "test/answer_accuracy"
-PPL = "test/perplexity"
 
 
 def _robustness() -> tuple[str, ...]:
