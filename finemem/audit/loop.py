@@ -61,13 +61,14 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
         refs = [r for r in engine.load_run_checkpoints(run_dir) + engine.list_merges(run_dir)
                 if todo(r)]
         if refs:
-            _loop(ctx, refs, todo, cfg, device, progress)
+            _loop(ctx, refs, todo, keys, cfg, device, progress)
     finally:
         store.close()
     return names
 
 
-def _loop(ctx: AuditContext, refs, todo, cfg: RunConfig, device: str, progress: bool) -> None:
+def _loop(ctx: AuditContext, refs, todo, keys: dict, cfg: RunConfig, device: str,
+          progress: bool) -> None:
     with quiet_hf(), Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
                               disable=not progress) as bar:
         task = bar.add_task("audit", total=len(refs))
@@ -78,5 +79,5 @@ def _loop(ctx: AuditContext, refs, todo, cfg: RunConfig, device: str, progress: 
                              bar.update(task, description=f"audit {ref.name} {p}: {what}"))
                 probe.run(ctx, ref, model)
                 ctx.store.put_metric(ref.name, "*", f"done:{probe.name}", 1.0,
-                                     setting=probe.done_key())
+                                     setting=keys[probe.name])
             bar.advance(task)
