@@ -16,6 +16,7 @@ import typer
 from finemem.errors import UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
+                  rich_markup_mode="markdown",
                   help="Fine-tune language models and measure what they memorize.")
 
 # Modules that register commands on `app` (each defines `register(app)`).

@@ -8,7 +8,7 @@ from finemem.models.base import SIZES
 
 
 def register(app: typer.Typer) -> None:
-    base_app = typer.Typer(help="The self-built base models (builtin:<size>).",
+    base_app = typer.Typer(help="The self-built base models (builtin:SIZE).",
                            no_args_is_help=True)
 
     @base_app.command("build")
