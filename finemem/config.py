@@ -157,6 +157,9 @@ class AuditConfig(BaseModel):
     probes: list[str] | None = Field(
         None, description="probes `finemem audit` runs on every checkpoint (None = the default "
                           "ones); `finemem audit --probes a,b` overrides it")
+    workers: int = Field(1, ge=1, description="processes the checkpoints are split over (each "
+                                              "with its share of the CPU threads); the "
+                                              "results do not depend on it")
 
     @model_validator(mode="before")
     @classmethod

@@ -146,3 +146,26 @@ def test_probe_sections_are_validated_at_the_door(tmp_path):
     cfg = parse_config({**base, "audit": {"train_sample": 7, "k_samples": 3}})
     assert cfg.audit.section("likelihood").train_sample == 7
     assert cfg.audit.section("overmem").k_samples == 3
+
+
+def test_two_worker_processes_store_what_one_does(tmp_path):
+    import shutil
+
+    from finemem.audit import audit_run
+    from finemem.store import Store
+
+    run = _train(tmp_path, "par", {"train": {"source": "builtin:arith", "n": 16},
+                                   "eval": {"test": {"source": "builtin:arith", "split": "test",
+                                                     "n": 8}}})
+    twin = tmp_path / "par-twin"
+    shutil.copytree(run, twin)
+    audit_run(run, progress=False)
+    r = runner.invoke(app, ["audit", str(twin), "--workers", "2", "--quiet"])
+    assert r.exit_code == 0, r.output
+
+    def rows(folder):
+        with Store(folder / "results.sqlite") as st:
+            return sorted((m["checkpoint"], m["split"], m["name"], m["setting"], m["value"],
+                           m["n"]) for m in st.metrics())
+
+    assert rows(run) == rows(twin) and len(rows(run)) > 20

@@ -14,6 +14,9 @@ def register(app: typer.Typer) -> None:
                   None, help="comma-separated probes to run (default: audit.probes of the run's "
                              "config, else likelihood,overmem); `finemem probes` lists them"),
               device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+              workers: Optional[int] = typer.Option(
+                  None, help="processes to split the checkpoints over (default: "
+                             "audit.workers of the run's config, else 1)"),
               quiet: bool = typer.Option(False, help="no stage table at the end")) -> None:
         """Run the probes on every checkpoint of a run (the base as step 0, and merges): each
         model is loaded once; results go to the run's store; then print the stage table and
@@ -21,7 +24,7 @@ def register(app: typer.Typer) -> None:
         from finemem.audit import audit_run
 
         names = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
-        audit_run(run_dir, probes=names, device=device)
+        audit_run(run_dir, probes=names, device=device, workers=workers)
         if not quiet:
             _show(run_dir)
 
