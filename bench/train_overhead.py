@@ -173,8 +173,8 @@ def main() -> None:
     if a.threads:
         torch.set_num_threads(a.threads)
     model = a.model or ("builtin:test" if a.quick else "builtin:tiny")
-    steps = a.steps or (6 if a.quick else 48)
-    rounds = a.rounds or (1 if a.quick else 3)
+    steps = a.steps or (40 if a.quick else 48)  # quick: enough steps that fixed costs do not dominate
+    rounds = a.rounds or (2 if a.quick else 3)
     n = steps * 16
     from finemem.models.load import resolve_model
 
