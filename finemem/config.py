@@ -158,8 +158,8 @@ class AuditConfig(BaseModel):
         None, description="probes `finemem audit` runs on every checkpoint (None = the default "
                           "ones); `finemem audit --probes a,b` overrides it")
     workers: int = Field(1, ge=1, description="processes the checkpoints are split over (each "
-                                              "with its share of the CPU threads); the "
-                                              "results do not depend on it")
+                                              "with its share of the CPU threads); results "
+                                              "equal up to float summation order")
 
     @model_validator(mode="before")
     @classmethod

@@ -87,7 +87,8 @@ def _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress) -
     """Every `workers`-th checkpoint to each of `workers` processes, each with its share of
     the torch threads: a small model on a CPU does not use two threads well (generation of the
     demo's 900 test prompts: 5.8 s on 1 thread, 4.1-5.0 s on 2). The store (SQLite, WAL) takes
-    their writes; per-example seeds make the results those of one process."""
+    their writes; per-example seeds keep samples independent of the split, so results equal one
+    process's up to float summation order (the thread count can flip a near-tie sample token)."""
     import multiprocessing as mp
     import time
     from concurrent.futures import ProcessPoolExecutor
