@@ -14,7 +14,6 @@ registry names (`finemem.metrics.get_metric`); settings are stored beside the va
 
 from __future__ import annotations
 
-import functools
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,24 +39,27 @@ class AuditContext:
     tokenizer: object
     store: Store
     phase: Callable[[str], None] = field(default=lambda what: None)
+    _memo: dict = field(default_factory=dict, repr=False)
 
     # data ------------------------------------------------------------------------------
-    @functools.cache
     def eval_sets(self, extractor: str = "auto", answer_regex: str | None = None) -> dict:
+        """The run's eval sets, loaded once per (extractor, regex) for all probes."""
         from finemem.audit.evalsets import eval_sets
 
-        return eval_sets(self.cfg, self.tokenizer, extractor=extractor,
-                         answer_regex=answer_regex,
-                         config_source=str(self.run_dir / "config.yaml"))
+        key = ("eval", extractor, answer_regex)
+        if key not in self._memo:
+            self._memo[key] = eval_sets(self.cfg, self.tokenizer, extractor=extractor,
+                                        answer_regex=answer_regex,
+                                        config_source=str(self.run_dir / "config.yaml"))
+        return self._memo[key]
 
-    @functools.cache
     def train_sample(self, n: int) -> list[Example]:
         from finemem.audit.evalsets import train_sample
 
-        return train_sample(self.cfg, n, self.tokenizer)
-
-    def __hash__(self) -> int:  # functools.cache on methods keys on the context itself
-        return id(self)
+        key = ("train", n)
+        if key not in self._memo:
+            self._memo[key] = train_sample(self.cfg, n, self.tokenizer)
+        return self._memo[key]
 
     def overlap_warnings(self) -> list[str]:
         """One line per eval set that shares examples or prompts with the training data."""
