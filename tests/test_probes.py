@@ -173,3 +173,20 @@ def test_two_worker_processes_store_what_one_does(tmp_path):
     # Equal up to float summation order: workers run 1 torch thread each, which can flip a
     # sampled token at a near-tie (seen on the demo: 4 of 465 diversity values, within 0.002).
     assert all(two[k] == pytest.approx(v, abs=0.02) for k, v in one.items())
+
+
+def test_ctrl_c_exits_130_with_a_line(monkeypatch, capsys):
+    import sys
+
+    import finemem.audit.loop as loop
+    from finemem.cli import main
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "audit_run", interrupted)
+    monkeypatch.setattr(sys, "argv", ["finemem", "audit", "somewhere"])
+    with pytest.raises(SystemExit) as e:
+        main()
+    assert e.value.code == 130
+    assert "interrupted" in capsys.readouterr().err

@@ -39,7 +39,12 @@ _register()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        rv = app(standalone_mode=False)
+        # Non-standalone typer turns Ctrl-C into a returned 130 instead of raising it.
+        if isinstance(rv, int) and rv:
+            if rv == 130:
+                typer.echo("aborted (interrupted); rerun the same command to resume", err=True)
+            sys.exit(rv)
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
