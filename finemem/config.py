@@ -157,6 +157,9 @@ class AuditConfig(BaseModel):
     probes: list[str] | None = Field(
         None, description="probes `finemem audit` runs on every checkpoint (None = the default "
                           "ones); `finemem audit --probes a,b` overrides it")
+    nonmembers: DataSource | None = Field(
+        None, description="examples the run never trained on, for the probes that compare "
+                          "members with non-members (None = the 'test' eval set)")
     workers: int = Field(1, ge=1, description="processes the checkpoints are split over (each "
                                               "with its share of the CPU threads); results "
                                               "equal up to float summation order")
@@ -239,7 +242,11 @@ class RunConfig(_Strict):
         if not model.startswith("builtin:") and (Path(model).expanduser().exists()
                                                   or model.startswith((".", "~", "/"))):
             model = str(Path(model).expanduser().resolve())
-        return self.model_copy(update={"model": model, "data": self.data.resolved()})
+        audit = self.audit
+        if audit.nonmembers is not None:
+            audit = audit.model_copy(update={"nonmembers": audit.nonmembers.resolved()})
+        return self.model_copy(update={"model": model, "data": self.data.resolved(),
+                                       "audit": audit})
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

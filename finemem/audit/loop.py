@@ -44,6 +44,7 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     run_dir = Path(run_dir)
     cfg = open_run(run_dir)
     acfg = audit_cfg or cfg.audit
+    cfg = cfg.model_copy(update={"audit": acfg})  # probes read their settings from ctx.cfg
     names = resolve_probes(probes if probes is not None else acfg.probes)
     workers = acfg.workers if workers is None else workers
     if workers < 1:
@@ -115,8 +116,8 @@ def _worker(run_dir: str, refs: list, names: list[str], acfg_raw: dict, device: 
     import torch
 
     torch.set_num_threads(threads)
-    cfg = open_run(run_dir)
     acfg = AuditConfig.model_validate(acfg_raw)
+    cfg = open_run(run_dir).model_copy(update={"audit": acfg})
     ctx, active, keys = _open(Path(run_dir), cfg, acfg, names)
     try:
         _loop(ctx, refs, active, keys, cfg, device, progress=False)

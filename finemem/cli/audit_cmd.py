@@ -17,14 +17,31 @@ def register(app: typer.Typer) -> None:
               workers: Optional[int] = typer.Option(
                   None, help="processes to split the checkpoints over (default: "
                              "audit.workers of the run's config, else 1)"),
+              set_: list[str] = typer.Option(
+                  [], "--set", help="an audit setting for this audit, e.g. "
+                                    "audit.extraction.prefix_tokens=32 or "
+                                    "audit.nonmembers.source=held_out.jsonl"),
               quiet: bool = typer.Option(False, help="no stage table at the end")) -> None:
         """Run the probes on every checkpoint of a run (the base as step 0, and merges): each
         model is loaded once; results go to the run's store; then print the stage table and
-        the recommendation and write plots to RUN_DIR/report/."""
+        the recommendation and write plots to RUN_DIR/report/.
+
+        Example: finemem audit runs/demo --probes extraction,attention"""
         from finemem.audit import audit_run
+        from finemem.cli.train_cmd import parse_sets
+        from finemem.config import load_config
+        from finemem.errors import UserError
 
         names = [p.strip() for p in probes.split(",") if p.strip()] if probes else None
-        audit_run(run_dir, probes=names, device=device, workers=workers)
+        acfg = None
+        if set_:
+            sets = parse_sets(set_)
+            bad = [k for k in sets if not k.startswith("audit.")]
+            if bad:
+                raise UserError(f"--set {bad[0]}: finemem audit changes audit.* settings only "
+                                "(the run's training settings are fixed)", field="--set")
+            acfg = load_config(Path(run_dir) / "config.yaml", overrides=sets).resolved().audit
+        audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
         if not quiet:
             _show(run_dir)
 
