@@ -109,5 +109,12 @@ def metric_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    # The metric modules register themselves on import.
-    from finemem.metrics import answers, calibration, diversity, likelihood  # noqa: F401
+    """Import every module of `finemem.metrics`: each registers its metrics on import, so
+    adding a metric module is adding a file."""
+    import importlib
+    import pkgutil
+
+    import finemem.metrics as pkg
+
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        importlib.import_module(f"finemem.metrics.{mod.name}")
