@@ -39,19 +39,32 @@ def _sample(kind: str, rng) -> tuple:
         return (list(rng.uniform(0, 3, size=n)),)
     if kind == "flag_sets":
         return (list(rng.random(n) < 0.8), list(rng.random(n) < 0.5))
+    if kind == "text_pairs":
+        return tuple([" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)]
+                     for _ in range(2))
+    if kind == "embedding_pairs":
+        return (list(rng.normal(size=(n, 5))), list(rng.normal(size=(n, 5))))
+    if kind == "score_sets":
+        return (list(rng.normal(1.0, 1.0, size=n)), list(rng.normal(0.0, 1.0, size=n)))
+    if kind == "labels":
+        return (list(rng.choice(["verbatim", "idea", "paraphrase", "none"], size=n)),)
     raise AssertionError(f"no sample generator for input kind {kind!r}; add one")
 
 
 def _call(info, args):
     if info.inputs == "embeddings":
         args = (np.asarray(args[0]),)
+    if info.inputs == "embedding_pairs":
+        args = tuple(np.asarray(a) for a in args)
     return info.fn(*args)
 
 
 DEGENERATE = {  # input kind -> data arguments with nothing to measure
     "token_logprobs": ([],), "correct_flags": ([],), "texts": ([],), "pred_ref": ([], []),
     "embeddings": (np.zeros((0, 4)),), "confidence_correct": ([], []), "pass_counts": ([], []),
-    "values": ([],), "flag_sets": ([], []),
+    "values": ([],), "flag_sets": ([], []), "text_pairs": ([], []),
+    "embedding_pairs": (np.zeros((0, 4)), np.zeros((0, 4))), "labels": ([],),
+    "score_sets": ([], []),
 }
 WELL_DEFINED_WHEN_EMPTY = {"distinct_answers": 0}   # a count of nothing is 0, not unknown
 

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
         audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
         if not quiet:
             _show(run_dir)
+        _incomplete(run_dir)
 
     @app.command("probes")
     def probes_() -> None:
@@ -62,6 +63,7 @@ def register(app: typer.Typer) -> None:
         from finemem.audit import summarize
 
         typer.echo(summarize(run_dir).recommendation.explanation)
+        _incomplete(run_dir)
 
     @app.command()
     def merge(ckpt_a: Path, ckpt_b: Path,
@@ -75,11 +77,28 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"wrote {path}")
 
 
+def _incomplete(run_dir: Path) -> None:
+    """Say (stderr) when the run's training stopped early: its checkpoints end before the
+    planned last step."""
+    from finemem.train.checkpoint import incomplete_note
+
+    note = incomplete_note(run_dir)
+    if note:
+        typer.echo(f"warning: {note}", err=True)
+
+
 def _show(run_dir: Path) -> None:
     from finemem.audit import summarize
+    from finemem.report.extraction_table import print_extraction
     from finemem.report.plots import write_plots
     from finemem.report.tables import print_summary
+    from finemem.store import Store
 
+    if print_extraction(run_dir):
+        typer.echo("")
+    with Store(Path(run_dir) / "results.sqlite") as store:
+        if not store.metrics(split="test", name="perplexity"):
+            return  # no likelihood results: no stage table
     s = summarize(run_dir)
     print_summary(s)
     typer.echo(f"plots: {write_plots(s, Path(run_dir) / 'report')}")

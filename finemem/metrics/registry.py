@@ -43,6 +43,10 @@ INPUT_KINDS = {
     "pass_counts": "two aligned int arrays: samples drawn n_i and correct samples c_i, per problem",
     "values": "1-D float array, one value per example (e.g. first-token entropies)",
     "flag_sets": "two 1-D bool arrays: correct flags on a clean set and on its variant",
+    "score_sets": "two 1-D float arrays: per-example scores of members and of non-members",
+    "text_pairs": "two aligned lists of strings: generated texts and their references",
+    "embedding_pairs": "two aligned (n, d) float arrays: embeddings of generated and reference texts",
+    "labels": "list of category labels, one per generation (e.g. 'verbatim', 'none')",
 }
 KINDS = ("rate", "value")
 MEMORIZED_DIRECTIONS = ("higher", "lower", None)

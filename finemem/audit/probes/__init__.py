@@ -40,6 +40,7 @@ class Probe(ABC):
     default: ClassVar[bool] = True          # run when neither audit.probes nor --probes is set
     needs: ClassVar[tuple[str, ...]] = ()   # probes whose results this one reads
     description: ClassVar[str] = ""
+    version: ClassVar[int] = 1              # bump when what the probe computes changes
 
     def __init__(self, cfg: Section):
         self.cfg = cfg
@@ -54,6 +55,8 @@ class Probe(ABC):
 
     def done_key(self) -> str:
         h = hashlib.sha256(self.name.encode())
+        if self.version != 1:  # version 1 keeps the keys of stores written before versions
+            h.update(f"v{self.version}".encode())
         h.update(self.cfg.model_dump_json().encode())
         h.update(json.dumps(self.inputs, sort_keys=True, default=str).encode())
         return h.hexdigest()[:12]

@@ -1,0 +1,93 @@
+"""Extraction results read back from a run's store (no model): one row per checkpoint, and
+the curve-level numbers tasks are compared by (onset epoch, area under the curve).
+
+Usage:
+    rows = extraction_rows(run_dir)
+    rows[-1].get("members", "memorization_ratio", category="verbatim")     # a dict or None
+    onset_epoch(rows, "verbatim")    # first epoch whose excess interval lies above 0
+    curve_area(rows, "members", "memorization_ratio", category="verbatim")
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from finemem.store import Store
+
+BASE = "step-000000"
+
+
+@dataclass
+class CheckpointRow:
+    name: str
+    step: int
+    epoch: float
+    metrics: dict = field(default_factory=dict)  # (split, name, setting json) -> dict
+
+    def get(self, split: str, name: str, **settings) -> dict | None:
+        """The stored {value, n, lo, hi} of one metric with these settings, or None."""
+        key = json.dumps(settings, sort_keys=True) if settings else ""
+        return self.metrics.get((split, name, key))
+
+
+def extraction_rows(run_dir: str | Path) -> list[CheckpointRow]:
+    """Checkpoints of the run (training order) that have extraction results."""
+    with Store(Path(run_dir) / "results.sqlite") as store:
+        ckpts = {c["name"]: c for c in store.checkpoints()}
+        rows: dict[str, CheckpointRow] = {}
+        for m in store.metrics():
+            if m["split"] not in ("members", "nonmembers", "excess", "control_perfect",
+                                  "control_null"):
+                continue
+            c = ckpts.get(m["checkpoint"])
+            if c is None and m["checkpoint"] == BASE:
+                c = {"step": 0, "epoch": 0.0}  # the base model is not a saved checkpoint
+            if c is None:
+                continue  # a merge: not on the training curve
+            r = rows.setdefault(m["checkpoint"], CheckpointRow(m["checkpoint"], int(c["step"]),
+                                                               float(c["epoch"])))
+            r.metrics[(m["split"], m["name"], m["setting"])] = m
+    return sorted(rows.values(), key=lambda r: r.step)
+
+
+def excess(row: CheckpointRow, outcome: str, length_bin: str | None = None) -> dict | None:
+    extra = {"length_bin": length_bin} if length_bin else {}
+    return row.get("excess", "excess_over_nonmembers", outcome=outcome, **extra)
+
+
+def onset_epoch(rows: list[CheckpointRow], outcome: str = "verbatim",
+                length_bin: str | None = None) -> float | None:
+    """First epoch whose members-minus-non-members excess (of `outcome`: a category or
+    exact_greedy_extractable) has its 95% interval above 0; None if none does."""
+    for r in rows:
+        e = excess(r, outcome, length_bin)
+        if e is not None and e["lo"] is not None and e["lo"] > 0:
+            return r.epoch
+    return None
+
+
+def curve_area(rows: list[CheckpointRow], split: str, name: str, **settings) -> float:
+    """Mean of a metric over training: the trapezoid area under metric(epoch) divided by the
+    epochs covered (so runs of different lengths compare); nan with fewer than 2 points."""
+    pts = [(r.epoch, r.get(split, name, **settings)) for r in rows]
+    pts = [(e, m["value"]) for e, m in pts if m is not None and not math.isnan(m["value"])]
+    if len(pts) < 2:
+        return math.nan
+    x, y = np.array(pts).T
+    trapezoid = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+    return float(trapezoid(y, x) / (x[-1] - x[0])) if x[-1] > x[0] else math.nan
+
+
+def length_bins(rows: list[CheckpointRow]) -> list[str]:
+    """The length bins with results, in the order of their lower edge."""
+    bins = {json.loads(s).get("length_bin") for r in rows for (_, _, s) in r.metrics if s}
+    bins.discard(None)
+
+    def lower(b: str) -> int:
+        return int(b.lstrip("<>=").split("-")[0]) - (1 if b.startswith("<") else 0)
+    return sorted(bins, key=lower)

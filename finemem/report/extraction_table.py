@@ -1,0 +1,65 @@
+"""The extraction table printed after `finemem audit --probes extraction`: one row per
+checkpoint, members against the non-member floor, with intervals and sample sizes."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from finemem.analysis.extraction import excess, extraction_rows
+from finemem.metrics.stats import MIN_N_FOR_CLAIM
+
+
+def _ci(m: dict | None, digits: int = 2) -> str:
+    if m is None:
+        return "-"
+    return f"{m['value']:.{digits}f} [{m['lo']:.{digits}f},{m['hi']:.{digits}f}]"
+
+
+def extraction_table(run_dir) -> Table | None:
+    rows = extraction_rows(run_dir)
+    if not rows:
+        return None
+    n_mem = (rows[0].get("members", "exact_greedy_extractable") or {}).get("n")
+    n_non = (rows[0].get("nonmembers", "exact_greedy_extractable") or {}).get("n")
+    t = Table(title=f"Extraction of {run_dir} (members n={n_mem}, non-members n={n_non}; "
+                    "95% intervals)")
+    for col in ("checkpoint", "epoch", "exact (members)", "verbatim (members)",
+                "verbatim (non-members)", "excess verbatim", "any category (members)",
+                "excess any", "ROUGE-L mem / non"):
+        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+    for r in rows:
+        rl_m, rl_n = r.get("members", "rouge_l"), r.get("nonmembers", "rouge_l")
+        t.add_row(r.name, f"{r.epoch:.1f}", _ci(r.get("members", "exact_greedy_extractable")),
+                  _ci(r.get("members", "memorization_ratio", category="verbatim")),
+                  _ci(r.get("nonmembers", "memorization_ratio", category="verbatim")),
+                  _ci(excess(r, "verbatim")),
+                  _ci(r.get("members", "memorization_ratio", category="any")),
+                  _ci(excess(r, "any")),
+                  f"{rl_m['value']:.2f} / {rl_n['value']:.2f}" if rl_m and rl_n else "-")
+    return t
+
+
+def print_extraction(run_dir, console: Console | None = None) -> bool:
+    """Print the table and the controls; False when the run has no extraction results."""
+    console = console or Console()
+    t = extraction_table(run_dir)
+    if t is None:
+        return False
+    if not console.is_terminal:
+        console.width = max(console.width, 180)
+    console.print(t)
+    last = extraction_rows(run_dir)[-1]
+    p, z = last.get("control_perfect", "rouge_l"), last.get("control_null", "rouge_l")
+    pv = last.get("control_perfect", "memorization_ratio", category="verbatim")
+    zv = last.get("control_null", "memorization_ratio", category="verbatim")
+    if p and z and pv and zv:
+        console.print(f"Controls: the true suffix scores ROUGE-L {p['value']:.2f} (verbatim "
+                      f"{pv['value']:.2f}); another member's suffix {z['value']:.2f} "
+                      f"(verbatim {zv['value']:.2f}).")
+    n = (last.get("members", "exact_greedy_extractable") or {}).get("n") or 0
+    if n < MIN_N_FOR_CLAIM:
+        console.print(f"[yellow]Only {n} members qualified: too few for a claim about rates "
+                      f"(need {MIN_N_FOR_CLAIM}); raise audit.extraction.members or lower "
+                      "prefix_tokens / suffix_tokens.[/]")
+    return True
