@@ -6,7 +6,6 @@ Each benchmark owns the text between `<!-- bench:NAME -->` and `<!-- /bench:NAME
 from __future__ import annotations
 
 import platform
-import re
 import time
 from pathlib import Path
 
@@ -24,10 +23,6 @@ def machine() -> str:
 
 
 def write_section(name: str, markdown: str) -> None:
-    DOC.parent.mkdir(parents=True, exist_ok=True)
-    text = DOC.read_text(encoding="utf-8") if DOC.exists() else HEADER
-    block = f"<!-- bench:{name} -->\n{markdown.strip()}\n<!-- /bench:{name} -->"
-    pat = re.compile(rf"<!-- bench:{re.escape(name)} -->.*?<!-- /bench:{re.escape(name)} -->",
-                     re.S)
-    text = pat.sub(lambda _: block, text) if pat.search(text) else text.rstrip() + "\n\n" + block + "\n"
-    DOC.write_text(text, encoding="utf-8")
+    from finemem.io import write_doc_section
+
+    write_doc_section(DOC, f"bench:{name}", markdown, header=HEADER)

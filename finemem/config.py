@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      model_validator)
+                      field_validator, model_validator)
 from pydantic_core import InitErrorDetails
 
 from finemem.errors import UserError
@@ -90,12 +90,41 @@ class Duplication(_Strict):
     seed: int = Field(0, description="which examples are chosen")
 
 
+class Canaries(_Strict):
+    """Secrets planted in the training data (`finemem canaries add`; see docs/MEMBERSHIP.md):
+    per family and tier, `per_tier` canaries each seen `tier` times per epoch, and `twins`
+    never-inserted controls per family drawn the same way."""
+    families: list[Literal["random", "record", "highppl"]] = Field(
+        ["random", "record", "highppl"], min_length=1,
+        description="random-token sequences, structured records (name, number, code), text "
+                    "of high perplexity under the base model")
+    tiers: list[int] = Field([1, 4, 16], min_length=1,
+                             description="times per epoch each canary of a tier is seen")
+    per_tier: int = Field(4, gt=0, description="canaries per family and tier")
+    twins: int = Field(100, gt=0, description="never-inserted controls per family (>= 100 for "
+                                              "a TPR at 1% FPR)")
+    length: int = Field(8, gt=1, le=64, description="secret length in words / tokens")
+    seed: int = Field(0, description="which canaries are drawn")
+
+    @field_validator("tiers", "families")
+    @classmethod
+    def _no_repeats(cls, v: list, info):
+        bad = [t for t in v if isinstance(t, int) and t <= 0]
+        if bad:
+            raise ValueError(f"every tier is a repeat count >= 1; got {bad[0]}")
+        if len(set(v)) != len(v):
+            raise ValueError(f"{info.field_name} must not repeat")
+        return v
+
+
 class DataConfig(_Strict):
     train: DataSource
     eval: dict[str, DataSource] = Field(
         default_factory=dict, description="named evaluation sets: 'test' (required by the "
         "audit), 'ood', 'test_<variant>' (robustness variants of test), any other name")
     duplication: Duplication = Field(default_factory=Duplication)
+    canaries: Canaries | None = Field(None, description="secrets planted in the training data "
+                                                       "(`finemem canaries add`)")
     max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
@@ -233,6 +262,8 @@ class RunConfig(_Strict):
             d.pop("run_dir")
         d.pop("audit", None)  # auditing settings do not change the checkpoints
         d["data"].pop("eval", None)  # nor do the evaluation sets
+        if d["data"].get("canaries") is None:
+            d["data"].pop("canaries", None)  # runs from before canaries keep their digest
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved(self) -> "RunConfig":
@@ -274,7 +305,9 @@ def _key_line(text: str, loc: tuple) -> int | None:
 def set_path(d: dict, dotted: str, value: Any) -> None:
     keys = dotted.split(".")
     for k in keys[:-1]:
-        d = d.setdefault(k, {})
+        if d.get(k) is None:  # an absent section, or one left empty (`nonmembers: null`)
+            d[k] = {}
+        d = d[k]
         if not isinstance(d, dict):
             raise UserError(f"cannot set '{dotted}': '{k}' is not a section", field=dotted)
     d[keys[-1]] = value

@@ -29,6 +29,12 @@ class UserError(Exception):
         super().__init__(f"{', '.join(where)}: {message}" if where else message)
 
 
+class Interrupted(BaseException):
+    """The user stopped a command (Ctrl-C) at a point it resumes from; the message says where
+    and how. The CLI prints it as one line and exits 130. A BaseException, like the
+    KeyboardInterrupt it stands for, so that `except Exception` does not swallow it."""
+
+
 def unknown_name(kind: str, name: str, available: Iterable[str], field: str | None = None
                  ) -> UserError:
     """The `UserError` for a name that is not among `available` (raise it):

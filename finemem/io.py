@@ -41,3 +41,20 @@ def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "ut
 def write_json_atomic(path: str | os.PathLike, obj, *, indent: int = 1) -> None:
     """Write `obj` as JSON (``json.dumps(obj, indent=indent)``) to `path` atomically."""
     write_text_atomic(path, json.dumps(obj, indent=indent))
+
+
+def write_doc_section(path: str | os.PathLike, name: str, markdown: str, *,
+                      header: str = "") -> None:
+    """Replace the text between `<!-- NAME -->` and `<!-- /NAME -->` in the Markdown file
+    `path` (appended when absent; the file starts with `header` when new), atomically, leaving
+    the other sections alone: several commands share one document this way."""
+    import re
+
+    path = Path(path)
+    text = path.read_text(encoding="utf-8") if path.exists() else header
+    block = f"<!-- {name} -->\n{markdown.strip()}\n<!-- /{name} -->"
+    pat = re.compile(rf"<!-- {re.escape(name)} -->.*?<!-- /{re.escape(name)} -->", re.S)
+    text = pat.sub(lambda _: block, text) if pat.search(text) else (
+        text.rstrip() + "\n\n" + block + "\n" if text.strip() else block + "\n")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)

@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable
 
+from finemem import faults
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (run_id TEXT PRIMARY KEY, config_json TEXT, created REAL,
                                  status TEXT);
@@ -88,6 +90,7 @@ class Store:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO train_log VALUES (?,?,?,?,?)",
                                 [(s, e, l, lr, now) for s, e, l, lr in rows])
+            faults.point("store_write")  # a kill here: the transaction rolls back
 
     def train_log(self) -> list[tuple[int, float, float, float]]:
         return list(self.db.execute("SELECT step, epoch, loss, lr FROM train_log ORDER BY step"))
@@ -124,6 +127,7 @@ class Store:
             self.db.execute("BEGIN")
             self.db.executemany("INSERT OR REPLACE INTO example_results VALUES (?,?,?,?,?)",
                                 list(rows))
+            faults.point("store_write")
 
     def get_examples(self, ckpt_hash: str, setting: str, kind: str,
                      example_ids: list[str] | None = None) -> dict[str, bytes | str]:

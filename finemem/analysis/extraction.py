@@ -91,3 +91,52 @@ def length_bins(rows: list[CheckpointRow]) -> list[str]:
     def lower(b: str) -> int:
         return int(b.lstrip("<>=").split("-")[0]) - (1 if b.startswith("<") else 0)
     return sorted(bins, key=lower)
+
+
+def example_outcomes(run_dir: str | Path, checkpoint: str, outcome: str = "verbatim"
+                     ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per-example 0/1 outcomes of one checkpoint, read from the store: {"members": (flags,
+    lengths), "nonmembers": (...)}. `outcome` is a category ('verbatim', 'idea',
+    'paraphrase', 'any') or 'exact_greedy_extractable'."""
+    from finemem.engine import load_run_checkpoints
+
+    hashes = {r.name: r.content_hash for r in load_run_checkpoints(run_dir)}
+    out = {}
+    with Store(Path(run_dir) / "results.sqlite") as store:
+        for split in ("members", "nonmembers"):
+            key = "exact_greedy_extractable" if outcome == "exact_greedy_extractable" else "category"
+            vals = store.get_examples(hashes[checkpoint], f"{split}/{key}", "value")
+            lens = store.get_examples(hashes[checkpoint], f"{split}/length", "value")
+            ids = sorted(set(vals) & set(lens))
+            v = [json.loads(vals[i]) for i in ids]
+            if key == "category":
+                flags = [(x != "none") if outcome == "any" else (x == outcome) for x in v]
+            else:
+                flags = [bool(x) for x in v]
+            out[split] = (np.array(flags, dtype=float),
+                          np.array([json.loads(lens[i]) for i in ids], dtype=int))
+    return out
+
+
+def group_contrast(groups: dict[str, list[dict]], *, n_boot: int = 1000, seed: int = 0,
+                   conf: float = 0.95) -> tuple[float, float, float]:
+    """(difference, lo, hi) of the mean excess over non-members of group "high" minus group
+    "low". Each group is a list of tasks, each task {"members": flags, "nonmembers": flags};
+    a task's excess is mean(members) - mean(non-members), a group's the mean over its tasks
+    (each task weighs the same). The interval resamples members and non-members within each
+    task (percentile bootstrap)."""
+    rng = np.random.default_rng(seed)
+
+    def excess(task, draw):
+        m, n = task["members"], task["nonmembers"]
+        if draw:
+            m, n = m[rng.integers(0, m.size, m.size)], n[rng.integers(0, n.size, n.size)]
+        return m.mean() - n.mean()
+
+    def diff(draw):
+        return (np.mean([excess(t, draw) for t in groups["high"]])
+                - np.mean([excess(t, draw) for t in groups["low"]]))
+
+    boots = np.array([diff(True) for _ in range(n_boot)])
+    lo, hi = np.quantile(boots, [(1 - conf) / 2, (1 + conf) / 2])
+    return float(diff(False)), float(lo), float(hi)

@@ -15,12 +15,12 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
-from finemem import engine
+from finemem import engine, faults
 from finemem.audit.context import AuditContext
 from finemem.audit.probes import get_probe, resolve_probes
 from finemem.config import AuditConfig, RunConfig, load_config
 from finemem.errors import UserError
-from finemem.models.load import load_tokenizer
+from finemem.models.load import load_tokenizer, pick_device
 from finemem.store import Store
 from finemem.train.loop import quiet_hf
 
@@ -49,12 +49,14 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     workers = acfg.workers if workers is None else workers
     if workers < 1:
         raise UserError("workers must be >= 1", field="--workers")
+    pick_device(device)  # an unknown device is refused before anything is written
     ctx, active, keys = _open(run_dir, cfg, acfg, names)
     try:
         for w in ctx.overlap_warnings():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
         refs = [r for r in engine.load_run_checkpoints(run_dir) + engine.list_merges(run_dir)
                 if _todo(ctx, active, keys, r)]
+        _check_refs(cfg, refs)
         if len(refs) > 1 and workers > 1:
             _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress)
         elif refs:
@@ -76,6 +78,26 @@ def _open(run_dir: Path, cfg: RunConfig, acfg: AuditConfig, names: list[str]):
         store.close()
         raise
     return ctx, active, {p.name: p.done_key() for p in active}
+
+
+def _check_refs(cfg: RunConfig, refs) -> None:
+    """Before anything is written: every checkpoint to audit has readable weight files and was
+    trained on this run's base model (an adapter copied in from another run is refused)."""
+    from finemem.engine.checkpoints import base_content_hash
+    from finemem.models.load import resolve_model
+    from finemem.train.checkpoint import check_weights
+
+    want = None
+    for r in refs:
+        if r.path is None:
+            continue
+        check_weights(r.path)
+        if Path(r.base_model).exists():
+            want = want or base_content_hash(resolve_model(cfg.model))
+            if base_content_hash(r.base_model) != want:
+                raise UserError(f"this checkpoint was trained on another base model "
+                                f"({r.base_model}), not this run's ({cfg.model}); move it out "
+                                "of the run folder", source=str(r.path))
 
 
 def _todo(ctx: AuditContext, active: list, keys: dict, ref) -> list:
@@ -104,9 +126,15 @@ def _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress) -
         futures = [pool.submit(_worker, str(ctx.run_dir), refs[i::workers], names, raw, device,
                                threads) for i in range(workers) if refs[i::workers]]
         task = bar.add_task(f"audit ({len(futures)} processes)", total=len(refs))
+        plain, shown = progress and not bar.console.is_terminal, 0  # pipes: a line per checkpoint
         while not all(f.done() for f in futures):
             time.sleep(0.5)
-            bar.update(task, completed=sum(not _todo(ctx, active, keys, r) for r in refs))
+            done = sum(not _todo(ctx, active, keys, r) for r in refs)
+            bar.update(task, completed=done)
+            if plain and done != shown:
+                shown = done
+                bar.console.print(f"audit: {done}/{len(refs)} checkpoints done "
+                                  f"({bar.tasks[task].elapsed:.0f} s)", highlight=False)
         for f in futures:
             f.result()  # a worker's error, raised here
 
@@ -130,12 +158,28 @@ def _loop(ctx: AuditContext, refs, active: list, keys: dict, cfg: RunConfig, dev
     with quiet_hf(), Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
                               disable=not progress) as bar:
         task = bar.add_task("audit", total=len(refs))
+        plain = progress and not bar.console.is_terminal  # CI logs, `| tee`: one line per step
         for ref, model in engine.iter_models(ctx.run_dir, refs=refs, device=device,
                                              dtype=cfg.dtype):
             for probe in _todo(ctx, active, keys, ref):
-                ctx.phase = (lambda what, ref=ref, p=probe.name:
-                             bar.update(task, description=f"audit {ref.name} {p}: {what}"))
+                ctx.phase = _phase(bar, task, f"audit {ref.name} {probe.name}", plain)
                 probe.run(ctx, ref, model)
+                faults.point("probe_done")
                 ctx.store.put_metric(ref.name, "*", f"done:{probe.name}", 1.0,
                                      setting=keys[probe.name])
             bar.advance(task)
+            if plain:
+                t = bar.tasks[task]
+                eta = t.elapsed / t.completed * (t.total - t.completed)
+                bar.console.print(f"audit {ref.name} done ({t.completed:.0f}/{t.total:.0f}, "
+                                  f"{t.elapsed:.0f} s, about {eta:.0f} s left)", highlight=False)
+
+
+def _phase(bar, task, what: str, plain: bool):
+    """The progress callback of one probe on one checkpoint: the bar's description, and a
+    printed line when the output is not a terminal (where the bar does not show)."""
+    def phase(step: str) -> None:
+        bar.update(task, description=f"{what}: {step}")
+        if plain:
+            bar.console.print(f"{what}: {step}", highlight=False)
+    return phase

@@ -8,19 +8,25 @@ one public entry point of the library.
 
 from __future__ import annotations
 
+import errno
 import importlib
 import sys
 
 import typer
 
-from finemem.errors import UserError
+from finemem.errors import Interrupted, UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
                   rich_markup_mode="markdown",
-                  help="Fine-tune language models and measure what they memorize.")
+                  help="Fine-tune language models and measure what they memorize.\n\n"
+                       "Example: finemem demo  (train, audit, report on the built-in task)\n\n"
+                       "Example: finemem train -c run.yaml && finemem audit runs/my-run && "
+                       "finemem report runs/my-run\n\n"
+                       "Example: finemem doctor  (what is installed, built and missing)")
 
 # Modules that register commands on `app` (each defines `register(app)`).
-COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd")
+COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd",
+                   "report_cmd", "export_cmd", "doctor_cmd", "canaries_cmd", "trajectories_cmd")
 
 
 def _register() -> None:
@@ -39,7 +45,7 @@ _register()
 
 def main() -> None:
     try:
-        rv = app(standalone_mode=False)
+        rv = app(standalone_mode=False, prog_name="finemem")
         # Non-standalone typer turns Ctrl-C into a returned 130 instead of raising it.
         if isinstance(rv, int) and rv:
             if rv == 130:
@@ -48,15 +54,26 @@ def main() -> None:
     except UserError as e:
         typer.echo(f"error: {e}", err=True)
         sys.exit(2)
+    except Interrupted as e:
+        typer.echo(str(e), err=True)
+        sys.exit(130)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        typer.echo(f"error: {e.filename or 'disk'}: disk full ({e.strerror}); free some space "
+                   "and rerun the same command: it resumes", err=True)
+        sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)
         sys.exit(130)
     except Exception as e:  # click usage errors come through here in non-standalone mode
-        import click
-
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
+        # typer >= 0.2x vendors click (typer._click), older typer uses click itself: match
+        # the exceptions by what they carry, not by class
+        if callable(getattr(e, "format_message", None)) and hasattr(e, "exit_code"):
+            ctx = getattr(e, "ctx", None)
+            cmd = ctx.command_path if ctx is not None else "finemem"
+            typer.echo(f"error: {cmd}: {e.format_message()} (see `{cmd} --help`)", err=True)
             sys.exit(2)
-        if isinstance(e, click.exceptions.Exit):
+        if type(e).__name__ == "Exit" and hasattr(e, "exit_code"):
             sys.exit(e.exit_code)
         raise

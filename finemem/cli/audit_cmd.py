@@ -48,7 +48,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("probes")
     def probes_() -> None:
-        """List the registered probes, what each measures and what it needs."""
+        """List the registered probes, what each measures and what it needs.
+
+        Example: finemem probes"""
         from finemem.audit.probes import get_probe, probe_names
 
         for name in probe_names():
@@ -58,11 +60,20 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"{name}: {p.description}{needs}{default}")
 
     @app.command()
-    def recommend(run_dir: Path) -> None:
-        """Name the checkpoint to ship and explain why, from an audited run."""
-        from finemem.audit import summarize
+    def recommend(run_dir: Path, max_leakage: Optional[str] = typer.Option(
+                      None, "--max-leakage", help="leakage budget, auc=0.6, tpr=0.1 (at 1% FPR) "
+                      "or extraction=0.05: the most accurate checkpoint within it (needs "
+                      "`finemem audit RUN_DIR --probes membership`)"),
+                  attack: str = typer.Option("loss", help="attack whose AUC / TPR is the "
+                                                          "leakage: loss, zlib, min_k, "
+                                                          "min_k_pp, reference, rmia")) -> None:
+        """Name the checkpoint to ship and explain why, from an audited run; with membership
+        results, the accuracy-vs-leakage table (and RUN_DIR/report/leakage.png).
 
-        typer.echo(summarize(run_dir).recommendation.explanation)
+        Example: finemem recommend runs/demo"""
+        from finemem.report.leakage import recommend_with_leakage
+
+        recommend_with_leakage(run_dir, max_leakage, attack)
         _incomplete(run_dir)
 
     @app.command()
@@ -70,7 +81,10 @@ def register(app: typer.Typer) -> None:
               alpha: float = typer.Option(0.5, help="weight of CKPT_A: alpha*A + (1-alpha)*B"),
               out: Optional[Path] = typer.Option(None, help="output folder (default: beside "
                                                             "CKPT_A, named merge-...)")) -> None:
-        """Average two checkpoints of a run (full weights or LoRA adapters) into a new one."""
+        """Average two checkpoints of a run (full weights or LoRA adapters) into a new one.
+
+        Example: finemem merge runs/demo/checkpoints/step-000100
+        runs/demo/checkpoints/step-000400"""
         from finemem.audit.merging import merge_run_checkpoints
 
         path = merge_run_checkpoints(ckpt_a, ckpt_b, alpha=alpha, out=out)

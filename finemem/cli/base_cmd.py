@@ -14,14 +14,18 @@ def register(app: typer.Typer) -> None:
     @base_app.command("build")
     def build(size: str = typer.Option("tiny", help=" | ".join(SIZES)),
               force: bool = typer.Option(False, help="rebuild even if cached")) -> None:
-        """Train the tokenizer and pretrain the base model of SIZE; cached in $FINEMEM_HOME."""
+        """Train the tokenizer and pretrain the base model of SIZE; cached in $FINEMEM_HOME.
+
+        Example: finemem base build --size tiny"""
         from finemem.models.base import build_base, check_size
 
         typer.echo(build_base(check_size(size, field="--size"), force=force))
 
     @base_app.command("list")
     def list_() -> None:
-        """Show the cached base models."""
+        """Show the cached base models.
+
+        Example: finemem base list"""
         from finemem.home import finemem_home
 
         for d in sorted((finemem_home() / "base").glob("*")):

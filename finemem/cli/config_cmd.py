@@ -18,12 +18,16 @@ def register(app: typer.Typer) -> None:
 
     @config_app.command("example")
     def example() -> None:
-        """Print a fully commented example run config."""
+        """Print a fully commented example run config.
+
+        Example: finemem config example > run.yaml"""
         typer.echo(example_yaml(), nl=False)
 
     @config_app.command("check")
     def check(path: str) -> None:
-        """Validate a run config and print it with defaults filled in."""
+        """Validate a run config and print it with defaults filled in.
+
+        Example: finemem config check run.yaml"""
         typer.echo(load_config(path).to_yaml(), nl=False)
 
     app.add_typer(config_app, name="config")

@@ -15,7 +15,10 @@ def register(app: typer.Typer) -> None:
     def demo(run_dir: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
              force: bool = typer.Option(False, help="start the demo run over")) -> None:
         """Build builtin:tiny, fine-tune arith at a high learning rate, audit every checkpoint,
-        print the stage table and the recommendation, and plot the learning dynamics."""
+        print the stage table and the recommendation, plot the learning dynamics and write the
+        HTML report (its path is printed last).
+
+        Example: finemem demo --run-dir runs/demo"""
         get_experiment("demo").run(run_dir, force=force)
 
     names = experiment_names(reproducible=True)
@@ -26,7 +29,9 @@ def register(app: typer.Typer) -> None:
                   doc: Path = typer.Option(Path("docs/REPLICATION.md"), help="report to write"),
                   ) -> None:
         """Run a longer experiment on the built-in setup and write its report (for
-        over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits."""
+        over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits.
+
+        Example: finemem reproduce over-memorization"""
         from finemem.errors import UserError
 
         exp = get_experiment(experiment)  # an unknown name: "Did you mean ...?"
@@ -50,7 +55,10 @@ def register(app: typer.Typer) -> None:
         """Train and audit a grid over config keys, one run folder per cell (an interrupted
         sweep resumes); table of when each setting enters over-memorization, its best accuracy
         and recommended checkpoint, and the learning-rate recommendation. Default grid:
-        training.lr=1e-4,3e-4,1e-3."""
+        training.lr=1e-4,3e-4,1e-3.
+
+        Example: finemem sweep --config run.yaml --grid training.lr=1e-4,1e-3
+        --grid training.method=full,lora"""
         from finemem.experiments.sweep import parse_grid, run_sweep
 
         specs = ([f"training.method={methods}"] if methods else []) + \

@@ -73,7 +73,9 @@ def register(app: typer.Typer) -> None:
                                    help="delete a run folder holding another config"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
     ) -> None:
-        """Fine-tune a model (full, LoRA or head-only) and keep every checkpoint."""
+        """Fine-tune a model (full, LoRA or head-only) and keep every checkpoint.
+
+        Example: finemem train --config run.yaml --method lora --lr 3e-4"""
         from finemem.config import load_config
         from finemem.train import train
 

@@ -54,6 +54,7 @@ from finemem.errors import UserError
 FIELDS = ("prompt", "completion", "answer", "id", "messages")
 FILE_TYPES = (".jsonl", ".csv", ".parquet")
 DEFAULT_BUILTIN_N = 1000
+MAX_LINE_BYTES = 16 << 20  # a JSONL line this long is not one example (a whole file on one line)
 # Suffixes that mark a source as a local path even when it does not exist.
 _PATH_SUFFIXES = FILE_TYPES + (".json", ".txt", ".tsv", ".arrow", ".gz", ".zip", ".xlsx")
 
@@ -182,6 +183,11 @@ def _read_jsonl(path: Path) -> Rows:
     offset = 0
     with path.open("rb") as f:
         for lineno, raw in enumerate(f, 1):
+            if len(raw) > MAX_LINE_BYTES:
+                raise UserError(f"line {lineno} is {len(raw) / 2**20:.1f} MB long, more than the "
+                                f"{MAX_LINE_BYTES >> 20} MB one example may take; JSON Lines "
+                                "holds one example per line (split the file, or shorten the "
+                                "text)", source=str(path), row=lineno)
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as e:

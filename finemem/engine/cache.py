@@ -26,6 +26,7 @@ import zlib
 
 import numpy as np
 
+from finemem import faults
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
 from finemem.errors import UserError
@@ -100,6 +101,7 @@ def score_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
     for start in range(0, len(missing), chunk):
         part = missing[start:start + chunk]
         new = score(model, [pairs[i] for i in part], **kw)
+        faults.point("score")
         store.put_examples((ckpt_hash, ids[i], setting, "score", pack_scores(s, crcs[i]))
                            for i, s in zip(part, new))
         for i, s in zip(part, new):
@@ -151,6 +153,7 @@ def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, examp
         part = missing[start:start + chunk]
         new = generate(model, tokenizer, [prompts[i] for i in part],
                        seeds=[seeds[i] for i in part], **kw)
+        faults.point("generate")
         rows = []
         for i, gs in zip(part, new):
             out[i] = gs

@@ -96,5 +96,9 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None) -> None:
                       f"(no two consecutive checkpoints with PPL >= {SIGNATURE_RATIO:g}x its "
                       f"minimum while accuracy stays within {SIGNATURE_DELTA * 100:g} points of "
                       "the best).")
+    from finemem.report.html import write_report
+
+    report = write_report([run_dir])
     console.print(f"plots: {plots}    run folder: {run_dir}    "
                   f"time: {time.time() - t0:.0f} s")
+    console.print(f"[bold]report:[/] {report}  (open it in a browser)")

@@ -210,7 +210,10 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
           "do not overlap; 'direction only' means the point estimates agree with the claim but "
           "the intervals overlap, so this run cannot support it.", ""]
     doc.parent.mkdir(parents=True, exist_ok=True)
-    doc.write_text("\n".join(L), encoding="utf-8")
+    from finemem.io import write_doc_section
+
+    # The document's other sections (e.g. task-disparity) are left as they are.
+    write_doc_section(doc, "experiment:over-memorization", "\n".join(L))
 
 
 def checkpoint_claims(rec, om, k: int) -> list[tuple[str, Measure, str]]:

@@ -133,12 +133,24 @@ class CategoryRules:
     min_alignment: float = 40.0
 
 
-def longest_shared_run(a: str, b: str) -> int:
-    """Length in characters of the longest common substring of `a` and `b` (difflib's
-    SequenceMatcher, no junk heuristic)."""
-    from difflib import SequenceMatcher
+def shares_run(a: str, b: str, k: int) -> bool:
+    """Whether some run of k characters of `a` occurs in `b` (k <= 0: True)."""
+    if k <= 0:
+        return True
+    return any(a[i:i + k] in b for i in range(len(a) - k + 1))
 
-    return SequenceMatcher(None, a, b, autojunk=False).find_longest_match().size
+
+def longest_shared_run(a: str, b: str) -> int:
+    """Length in characters of the longest common substring of `a` and `b` (a binary search
+    on the length with `shares_run`: a shared run of k characters contains one of k - 1)."""
+    lo, hi = 0, min(len(a), len(b))
+    while lo < hi:
+        mid = (lo + hi + 1) // 2
+        if shares_run(a, b, mid):
+            lo = mid
+        else:
+            hi = mid - 1
+    return lo
 
 
 def aligned_span(generated: str, candidate: str) -> tuple[str, float]:
@@ -182,7 +194,7 @@ def categorize(generated: str, candidates: Sequence[str], *,
     if len(g) < rules.min_chars or not candidates:
         return "none"
     need = min(rules.verbatim_chars, len(g))
-    if any(longest_shared_run(g, c) >= need for c in candidates):
+    if any(shares_run(g, c, need) for c in candidates):
         return "verbatim"
     spans = [aligned_span(g, c) for c in candidates]
     spans = [s for s, score in spans if score >= rules.min_alignment and s.strip()]

@@ -46,6 +46,7 @@ INPUT_KINDS = {
     "score_sets": "two 1-D float arrays: per-example scores of members and of non-members",
     "text_pairs": "two aligned lists of strings: generated texts and their references",
     "embedding_pairs": "two aligned (n, d) float arrays: embeddings of generated and reference texts",
+    "value_pairs": "two aligned 1-D float arrays, one value of each per example",
     "labels": "list of category labels, one per generation (e.g. 'verbatim', 'none')",
 }
 KINDS = ("rate", "value")

@@ -17,6 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 
 from finemem.errors import UserError
 
@@ -52,7 +53,13 @@ def resolve_model(spec: str) -> str:
     return spec  # a hub id; loading it needs the network or the local HF cache
 
 
+DEVICES = ("auto", "cpu", "cuda", "mps")
+
+
 def pick_device(device: str = "auto") -> torch.device:
+    if str(device).split(":")[0] not in DEVICES:
+        raise UserError(f"unknown device '{device}'; use one of {', '.join(DEVICES)}",
+                        field="device")
     if device != "auto":
         if device == "cuda" and not torch.cuda.is_available():
             raise UserError("device 'cuda' asked for but CUDA is not available", field="device")
@@ -115,7 +122,7 @@ def load_model(spec: str, *, device: str | torch.device = "auto", dtype: str = "
         model = AutoModelForCausalLM.from_pretrained(
             spec, dtype=pick_dtype(dtype, dev), trust_remote_code=trust_remote_code,
             use_safetensors=None if allow_pickle else True)
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, SafetensorError) as e:
         raise UserError(f"cannot load model: {str(e).splitlines()[0]}", source=spec,
                         field="model") from None
     return model.to(dev)

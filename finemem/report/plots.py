@@ -28,9 +28,41 @@ def _save(fig, out: str | Path, dpi: int = 120) -> Path:
     return out
 
 
-def plot_dynamics(summary, out: str | Path) -> Path:
-    """Test accuracy (graded runs) and test PPL of the reference completions against epoch,
-    over the stage colours; merged checkpoints as separate markers."""
+def _ppl_axis(ax, rows, key: str, style: str, colour: str, label: str) -> list:
+    """Plot a PPL curve on a log axis with the base model (step 0) shown apart: the line joins
+    the fine-tuned checkpoints only and the y-range is theirs, so a base PPL in the thousands
+    does not squash the fine-tuned curve; the base is one hollow marker, drawn at the top edge
+    with its value written beside it when it lies above the range."""
+    base = [r for r in rows if r.step == 0 and r.has(key)]
+    tuned = [r for r in rows if r.step > 0 and r.has(key)]
+    handles = []
+    if tuned:
+        vals = [r.get(key) for r in tuned]
+        handles += ax.plot([r.epoch for r in tuned], vals, style, color=colour, label=label)
+        lo, hi = min(vals), max(vals)
+        prev = getattr(ax, "_finemem_range", None)  # a second curve on the same axis
+        if prev:
+            lo, hi = min(lo, prev[0]), max(hi, prev[1])
+        ax._finemem_range = (lo, hi)
+        ax.set_yscale("log")
+        ax.set_ylim(lo / 1.15, hi * 1.6)
+    for r in base:
+        v = r.get(key)
+        bottom, top = ax.get_ylim()
+        shown = max(min(v, top / 1.05), bottom * 1.05) if tuned else v
+        handles += ax.plot([r.epoch], [shown], style[0], color=colour, mfc="white",
+                           label=f"{label.split(' (')[0]} at step 0 (base): {v:.4g}")
+        if tuned and shown != v:
+            arrow = "\u2191" if v > shown else "\u2193"
+            ax.annotate(f"base {v:.4g} {arrow}", (r.epoch, shown), textcoords="offset points",
+                        xytext=(6, -4), fontsize=7, color=colour)
+    if not tuned and base:
+        ax.set_yscale("log")
+    return handles
+
+
+def dynamics_figure(summary):
+    """The learning-dynamics figure (see `plot_dynamics`); the caller saves or embeds it."""
     rows, merges = summary.rows, summary.merges
     x = [r.epoch for r in rows]
     fig, ax = plt.subplots(figsize=(8, 5.2))
@@ -54,15 +86,14 @@ def plot_dynamics(summary, out: str | Path) -> Path:
     else:
         ppl_ax = ax
         if any(r.has("train/perplexity") for r in rows):
-            handles += ax.plot(x, summary.column("train/perplexity"), "o:", color="#555555",
-                               label="train PPL")
-    handles += ppl_ax.plot(x, summary.column("test/perplexity"), "s--", color="#a61c00",
-                           label="test PPL of reference completions")
+            handles += _ppl_axis(ax, rows, "train/perplexity", "o:", "#555555", "train PPL")
+    handles += _ppl_axis(ppl_ax, rows, "test/perplexity", "s--", "#a61c00",
+                         "test PPL of reference completions")
     if merges:
         handles += ppl_ax.plot([m.epoch for m in merges],
                                [m.get("test/perplexity") for m in merges], "D", color="#a61c00",
                                mfc="white", label="test PPL (merge)")
-    ppl_ax.set_ylabel("test PPL (reference completions)")
+    ppl_ax.set_ylabel("test PPL (reference completions, log scale)")
     ax.set_xlabel("epoch")
     if summary.graded:
         handles += [Patch(color=c, label=t) for k, (c, t) in STAGE_COLOURS.items()
@@ -72,7 +103,14 @@ def plot_dynamics(summary, out: str | Path) -> Path:
     title = "Learning dynamics" if summary.graded else "Learning dynamics (ungraded task)"
     ax.set_title(f"{title}: {Path(summary.run_dir).name}")
     fig.tight_layout()
-    return _save(fig, out)
+    return fig
+
+
+def plot_dynamics(summary, out: str | Path) -> Path:
+    """Test accuracy (graded runs) and test PPL of the reference completions against epoch,
+    over the stage colours; merged checkpoints as separate markers. Test PPL is on a log axis
+    scaled to the fine-tuned checkpoints, with the base model (step 0) shown apart."""
+    return _save(dynamics_figure(summary), out)
 
 
 def diversity_panels(summary) -> list[tuple[str, str, dict]]:
@@ -85,7 +123,8 @@ def diversity_panels(summary) -> list[tuple[str, str, dict]]:
     return [p for p in panels if any(r.has(p[1], **p[2]) for r in summary.rows)]
 
 
-def plot_diversity(summary, out: str | Path) -> Path | None:
+def diversity_figure(summary):
+    """The diversity panels as one figure, or None when the run has none."""
     panels = diversity_panels(summary)
     if not panels:
         return None
@@ -99,7 +138,24 @@ def plot_diversity(summary, out: str | Path) -> Path | None:
                      fontsize=9)
         ax.set_xlabel("epoch")
     fig.tight_layout()
-    return _save(fig, out, dpi=110)
+    return fig
+
+
+def plot_diversity(summary, out: str | Path) -> Path | None:
+    fig = diversity_figure(summary)
+    return None if fig is None else _save(fig, out, dpi=110)
+
+
+def figure_data_uri(fig, dpi: int = 110) -> str:
+    """A figure as an inline PNG (`data:image/png;base64,...`), for self-contained HTML; the
+    figure is closed."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi)
+    plt.close(fig)
+    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode("ascii")
 
 
 def write_plots(summary, folder: str | Path) -> Path:

@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from finemem import faults
 from finemem.errors import UserError
 from finemem.io import write_json_atomic
 
@@ -50,6 +51,28 @@ def checkpoint_name(step: int) -> str:
 def weight_files(path: Path) -> list[Path]:
     """The safetensors weight files of a checkpoint folder, in a fixed order."""
     return sorted(Path(path).glob("*.safetensors"))
+
+
+def check_weights(path: str | Path) -> None:
+    """Raise `UserError` when a safetensors file of the checkpoint folder `path` is truncated or
+    corrupt: its 8-byte header length, JSON header and tensor offsets must account for the
+    file's size exactly. Reads the headers only."""
+    for f in weight_files(Path(path)):
+        size = f.stat().st_size
+        try:
+            with open(f, "rb") as fh:
+                n = int.from_bytes(fh.read(8), "little")
+                if size < 8 or not 0 < n <= size - 8:
+                    raise ValueError
+                header = json.loads(fh.read(n))
+            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
+                      default=0)
+            ok = 8 + n + end == size
+        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
+            ok = False
+        if not ok:
+            raise UserError(f"{f.name} is truncated or corrupt ({size} bytes); restore it, or "
+                            "retrain the run (`finemem train --force`)", source=str(path))
 
 
 def content_hash(files: list[Path]) -> str:
@@ -100,6 +123,7 @@ def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: st
         save_file({HEAD_KEY: w.contiguous().cpu()}, str(tmp / "head.safetensors"))
     else:
         raise ValueError(f"unknown checkpoint kind '{kind}'")
+    faults.point("ckpt_write")
     chash = content_hash(weight_files(tmp))
     meta = {"step": step, "epoch": epoch, "kind": kind, "base_model": base_model,
             "content_hash": chash}
@@ -234,6 +258,21 @@ def read_state(run_dir: Path) -> dict | None:
     """The saved trainer state (step, epoch, checkpoint, ...) or None when there is none."""
     f = Path(run_dir) / "state" / "trainer_state.json"
     return json.loads(f.read_text("utf-8")) if f.is_file() else None
+
+
+def incomplete_note(run_dir: Path) -> str | None:
+    """One line saying that a run's training stopped before its last step ("training stopped
+    at step 132 of 330 ..."), or None when it finished (or the folder is not a run)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        return None
+    st = read_state(run_dir)
+    if st is not None and st.get("done"):
+        return None
+    where = (f"stopped at step {st['step']} of {st['total_steps']}" if st is not None
+             else "has no checkpoint yet")
+    return (f"this run is incomplete: training {where}; rerun `finemem train` with its config "
+            "to finish it")
 
 
 def restore_state(run_dir: Path, *, optimizer, scheduler) -> dict:

@@ -18,8 +18,10 @@ config is refused unless `force` (which deletes it and starts over).
 
 from __future__ import annotations
 
+import errno
 import math
 import os
+import sqlite3
 import shutil
 import time
 from contextlib import contextmanager, nullcontext
@@ -27,8 +29,9 @@ from pathlib import Path
 
 import torch
 
+from finemem import faults
 from finemem.config import RunConfig
-from finemem.errors import UserError
+from finemem.errors import Interrupted, UserError
 from finemem.models.load import pad_id
 from finemem.store import Store
 from finemem.train import checkpoint as ck
@@ -86,7 +89,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     if state == "same" and not force:
         write_config(run_dir, cfg)  # same training; eval sets or audit settings may be new
         if _is_done(run_dir):
-            return _summary(run_dir, resumed_from=None, already_complete=True)
+            return _complete(run_dir, cfg)
 
     acc = make_accelerator(cfg.device)
     set_seed(cfg.training.seed)
@@ -103,7 +106,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     acc.wait_for_everyone()
     resumed = ck.read_state(run_dir)
     if resumed is not None and resumed.get("done"):
-        return _summary(run_dir, resumed_from=None, already_complete=True)
+        return _complete(run_dir, cfg)
     if resumed is not None and resumed.get("data_digest") != items_digest(prep.items):
         raise UserError("the training data changed since this run started, so it cannot "
                         "resume; restore the data, or use --force to start over",
@@ -111,11 +114,40 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     with Store(run_dir / "results.sqlite") as store:
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
-        _Trainer(cfg, acc, prep, store, run_dir, progress=progress).run(resumed)
+        trainer = _Trainer(cfg, acc, prep, store, run_dir, progress=progress)
+        try:
+            trainer.run(resumed)
+        except (KeyboardInterrupt, OSError, sqlite3.OperationalError) as e:
+            _stopped(e, trainer, run_dir, store, cfg.digest(), acc.is_main_process)
         if acc.is_main_process:
             store.set_status(cfg.digest(), "complete")
         return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
                         already_complete=False, store=store)
+
+
+def _stopped(e: BaseException, trainer: "_Trainer", run_dir: Path, store: Store, run_id: str,
+             main: bool) -> None:
+    """Ctrl-C or a full disk in the training loop: tidy the run folder up to its last complete
+    checkpoint (what a rerun resumes from) and raise one line that says so; any other error
+    is raised as it is."""
+    full = (isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT)) or \
+        (isinstance(e, sqlite3.OperationalError) and "full" in str(e))
+    if not isinstance(e, KeyboardInterrupt) and not full:
+        raise e
+    if main:
+        try:
+            ck.recover_state(run_dir)  # drop a half-written checkpoint or state swap
+            store.set_status(run_id, "interrupted" if not full else "disk full")
+        except (OSError, sqlite3.Error):
+            pass
+    last = ck.read_state(run_dir)
+    where = f"from {last['checkpoint']}" if last else "from the start"
+    if full:
+        raise UserError(f"disk full at step {trainer.step} of {trainer.total_steps} "
+                        f"({getattr(e, 'strerror', None) or e}); free some space and rerun to "
+                        f"resume ({where})", source=str(run_dir)) from None
+    raise Interrupted(f"interrupted at step {trainer.step} of {trainer.total_steps}; rerun to "
+                      f"resume ({where}, the last complete checkpoint)") from None
 
 
 def make_accelerator(device: str):
@@ -133,6 +165,25 @@ def make_accelerator(device: str):
     if PartialState._shared_state and PartialState._shared_state.get("num_processes", 1) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
     return Accelerator(cpu=device == "cpu")
+
+
+def _register_checkpoints(store: Store, run_dir: Path, upto: int) -> None:
+    """Re-register the complete checkpoints up to step `upto` that a crash kept out of the
+    store."""
+    for c in ck.list_checkpoints(run_dir / "checkpoints"):
+        if c["step"] <= upto:
+            store.add_checkpoint(c["name"], step=c["step"], epoch=c["epoch"],
+                                 path=str(Path(c["path"]).resolve()), kind=c["kind"],
+                                 content_hash=c["content_hash"])
+
+
+def _complete(run_dir: Path, cfg: RunConfig) -> dict:
+    """The summary of a finished run, after making sure its store lists every checkpoint and
+    says 'complete' (a kill can fall between the last checkpoint and that bookkeeping)."""
+    with Store(run_dir / "results.sqlite") as store:
+        _register_checkpoints(store, run_dir, ck.read_state(run_dir)["step"])
+        store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="complete")
+    return _summary(run_dir, resumed_from=None, already_complete=True)
 
 
 def _is_done(run_dir: Path) -> bool:
@@ -173,6 +224,7 @@ class _Trainer:
         self.steps_per_epoch = math.ceil(n_micro / self.t.grad_accum)
         self.total_steps = self.t.max_steps or self.t.epochs * self.steps_per_epoch
         self.pending: list[tuple[int, float, torch.Tensor, float]] = []
+        self.step = 0  # optimizer steps done (what an interrupt reports)
         self.data_digest = items_digest(prep.items)
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
@@ -210,6 +262,7 @@ class _Trainer:
             info = ck.save_checkpoint(self.acc.unwrap_model(model), self.run_dir / "checkpoints",
                                       step=step, epoch=epoch, kind=self.kind,
                                       base_model=self.prep.base_path)
+        faults.point("state_swap")
         ck.commit_state(self.run_dir)
         self.store.add_checkpoint(name, step=step, epoch=epoch, path=str(Path(info["path"])
                                                                          .resolve()),
@@ -223,14 +276,9 @@ class _Trainer:
         if resumed is not None:
             ck.load_checkpoint_weights(model, self.run_dir / "checkpoints" /
                                        resumed["checkpoint"], self.kind)
-            step = resumed["step"]
-            if acc.is_main_process:  # re-register checkpoints a crash kept out of the store
-                for c in ck.list_checkpoints(self.run_dir / "checkpoints"):
-                    if c["step"] <= step:
-                        self.store.add_checkpoint(c["name"], step=c["step"], epoch=c["epoch"],
-                                                  path=str(Path(c["path"]).resolve()),
-                                                  kind=c["kind"],
-                                                  content_hash=c["content_hash"])
+            step = self.step = resumed["step"]
+            if acc.is_main_process:
+                _register_checkpoints(self.store, self.run_dir, step)
         optimizer = torch.optim.AdamW(param_groups(model, t.weight_decay), lr=t.lr)
         sched_name = "constant_with_warmup" if t.scheduler == "constant" else t.scheduler
         scheduler = get_scheduler(sched_name, optimizer, num_warmup_steps=t.warmup_steps,
@@ -273,8 +321,9 @@ class _Trainer:
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
-                    step += 1
+                    step = self.step = step + 1
                     self.pending.append((step, step / spe, loss_sum / len(group), lr))
+                    faults.point("train_step")
                     if self._save_due(step):
                         self._save(model, optimizer, scheduler, step)
                     elif len(self.pending) >= LOG_EVERY:

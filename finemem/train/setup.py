@@ -35,6 +35,7 @@ class Prepared:
     items: list[tuple[torch.Tensor, torch.Tensor]]  # (input_ids, labels) per training example
     manifest: list[dict]
     eval_warnings: list[str] = field(default_factory=list)  # from check_eval_sets
+    canaries: list = field(default_factory=list)  # finemem.data.canaries.Canary, twins too
 
 
 def run_dir_state(run_dir: Path, cfg: RunConfig) -> str:
@@ -75,9 +76,59 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
                             max_length=cfg.data.max_length)
     model = load_model(base_path, device=device, dtype=cfg.dtype,
                        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
+    check_context(model, items, expanded, cfg)
+    canaries = []
+    if cfg.data.canaries is not None:  # planted secrets (the base scores the high-PPL family)
+        canaries, items, manifest = _plant_canaries(cfg, tok, model, items, manifest)
     model = apply_method(model, cfg.training)
     return Prepared(base_path=base_path, tokenizer=tok, model=model, items=items,
-                    manifest=manifest, eval_warnings=eval_warnings)
+                    manifest=manifest, eval_warnings=eval_warnings, canaries=canaries)
+
+
+def _plant_canaries(cfg: RunConfig, tok, model, items, manifest):
+    """Canaries and twins of cfg.data.canaries, the canaries' training items appended to
+    `items` (`tier` copies each) and their manifest rows (finemem.data.canaries)."""
+    from finemem.data.canaries import insert_canaries, make_canaries
+    from finemem.data.format import encode
+    from finemem.engine import score
+
+    def base_nll(examples):
+        pairs = [encode(tok, e, loss_on="completion", max_length=cfg.data.max_length)
+                 for e in examples]
+        return [s.nll_mean for s in score(model, [(p.context, p.target) for p in pairs],
+                                          min_k_stats=False)]
+
+    canaries = make_canaries(cfg.data.canaries, tok, scorer=base_nll)
+    planted, manifest = insert_canaries([], manifest, canaries)
+    items = items + encode_examples(tok, planted, loss_on=cfg.data.loss_on,
+                                    max_length=cfg.data.max_length)
+    return canaries, items, manifest
+
+
+def model_context(model) -> int | None:
+    """The most positions `model` takes (its config's max_position_embeddings, n_positions or
+    n_ctx), None when the config does not say."""
+    conf = model.config
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        v = getattr(conf, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def check_context(model, items, examples, cfg: RunConfig) -> None:
+    """Refuse, before anything is written, a training example whose tokens (after clipping to
+    data.max_length) do not fit the model's context."""
+    ctx = model_context(model)
+    if ctx is None or not items:
+        return
+    i = max(range(len(items)), key=lambda j: len(items[j][0]))
+    n = len(items[i][0])
+    if n > ctx:
+        raise UserError(f"example '{examples[i].id}' is {n} tokens, longer than the model's "
+                        f"context of {ctx} positions; set data.max_length: {ctx} (or less) to "
+                        "clip long examples, or shorten them", source=cfg.data.train.source,
+                        field="data.max_length")
 
 
 def write_config(run_dir: Path, cfg: RunConfig) -> None:
@@ -101,4 +152,8 @@ def init_run_dir(run_dir: Path, cfg: RunConfig, prep: Prepared) -> None:
     for sub in ("checkpoints", "report"):
         (run_dir / sub).mkdir(exist_ok=True)
     write_manifest(run_dir / "manifest.jsonl", prep.manifest)
+    if prep.canaries:
+        from finemem.data.canaries import write_canaries
+
+        write_canaries(run_dir / "canaries.jsonl", prep.canaries)
     prep.tokenizer.save_pretrained(str(run_dir / "tokenizer"))

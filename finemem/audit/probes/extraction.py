@@ -94,7 +94,7 @@ class Item:
 class Extraction(Probe):
     Config = ExtractionConfig
     default = False
-    version = 2
+    version = 4
     description = ("prefix-prompted extraction of members vs non-members: exact, BLEU, ROUGE-L, "
                    "MiniLM cosine, verbatim / idea / paraphrase ratios, controls, length bins")
 
@@ -137,8 +137,10 @@ class Extraction(Probe):
         return encode(ctx.tokenizer, e, loss_on=ctx.cfg.data.loss_on,
                       max_length=ctx.cfg.data.max_length)
 
-    def _text(self, ctx, e) -> str:
-        return e.completion if ctx.cfg.data.loss_on == "completion" else e.prompt + e.completion
+    def _text(self, ctx, e, enc=None) -> str:
+        """The text as trained: what the model learned to write (clipped to max_length)."""
+        enc = enc or self._encode(ctx, e)
+        return ctx.tokenizer.decode(enc.target, skip_special_tokens=True)
 
     def _items(self, ctx, pairs) -> list[Item]:
         out = []
@@ -148,7 +150,7 @@ class Extraction(Probe):
                                          self.cfg.suffix_tokens)
             if cut is not None:
                 text = ctx.tokenizer.decode(cut[1], skip_special_tokens=True)
-                out.append(Item(str(e.id), cut[0], cut[1], text, self._text(ctx, e),
+                out.append(Item(str(e.id), cut[0], cut[1], text, self._text(ctx, e, enc),
                                 len(enc.target), times))
         return out
 
@@ -177,8 +179,11 @@ class Extraction(Probe):
 
     def candidates(self, texts: list[str]) -> list[list[str]]:
         """The BM25 top-k training texts of each text (bm25s over the run's training texts)."""
+        import logging
+
         import bm25s
 
+        logging.getLogger("bm25s").setLevel(logging.WARNING)  # "the query is empty" per query
         if self._index is None:
             self._index = bm25s.BM25()
             self._index.index(bm25s.tokenize(self.corpus, stopwords=None, show_progress=False),
@@ -260,7 +265,7 @@ class Extraction(Probe):
             labels = [ex.CATEGORIES[int(k)] for k in sc["category"]]
             anyw = [ex.CATEGORIES[int(k)] for k in sc["category_any_source"]]
             for what, vals in (("category", labels), ("category_any_source", anyw),
-                               ("generation", texts),
+                               ("generation", texts), ("length", [i.length for i in items]),
                                ("true_suffix", [i.suffix_text for i in items])):
                 ctx.store.put_examples((ref.content_hash, i, f"{split}/{what}", "value",
                                         json.dumps(v)) for i, v in zip(ids, vals))

@@ -1,0 +1,94 @@
+"""The `canaries` probe: do the secrets planted by `data.canaries` come back?
+
+Per checkpoint and repetition tier, from one engine pass over the canaries and their
+never-inserted twins (RUN_DIR/canaries.jsonl; the secret, the completion, is scored):
+- exposure (Carlini et al. 2019): rank of each canary's NLL among its family's twins, with the
+  skew-normal extrapolation when the rank saturates; mean over the tier's canaries with a
+  bootstrap interval (also per family);
+- the greedy-extraction rate (the secret reproduced greedily from its prompt), Wilson interval;
+- each attack's ROC AUC and TPR at each FPR, the tier's canaries against all twins;
+- per canary its mean NLL and exact-extraction flag (for `finemem trajectories`).
+A run trained without canaries is refused with how to rerun.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from finemem.audit import measures
+from finemem.audit.attacks import attack_scores, base_scores, refused_fprs, separation
+from finemem.audit.probes import Probe, register_probe
+from finemem.config import Section
+from finemem.metrics.membership import exposure_per_canary
+
+
+class CanariesConfig(Section):
+    attacks: list[Literal["loss", "zlib", "min_k", "min_k_pp", "reference", "rmia"]] = Field(
+        ["loss", "min_k_pp", "reference"], min_length=1, description="attacks run on canaries")
+    k: float = Field(0.2, gt=0, le=1, description="Min-K% / Min-K%++: share of tokens kept")
+    fprs: list[float] = Field([0.01], description="false-positive rates for TPR (twins are the "
+                                                  "negatives)")
+    n_boot: int = Field(1000, ge=100, description="bootstrap resamples for intervals")
+
+
+@register_probe("canaries")
+class CanariesProbe(Probe):
+    Config = CanariesConfig
+    default = False
+    needs = ("likelihood",)
+    description = "planted canaries per tier: exposure, extraction rate, attack TPR"
+
+    def prepare(self, ctx) -> None:
+        from finemem.data.canaries import read_canaries
+
+        self.cans = read_canaries(ctx.run_dir)
+        self.examples = [c.example() for c in self.cans]
+        self.tiers = sorted({c.tier for c in self.cans if c.inserted})
+        self.refused = refused_fprs(list(self.cfg.fprs), sum(not c.inserted for c in self.cans))
+        if self.refused:
+            from rich.console import Console
+
+            for why in self.refused.values():
+                Console(stderr=True).print(f"[yellow]canaries:[/] {why} (twins)")
+        self.inputs = [[c.id, c.tier, c.prompt, c.completion] for c in self.cans]
+
+    def run(self, ctx, ref, model) -> None:
+        c = self.cfg
+        ctx.phase(f"canaries: scoring {len(self.examples)} canaries and twins")
+        scores = ctx.score(ref, model, self.examples, loss_on="completion")
+        base = None
+        if {"reference", "rmia"} & set(c.attacks):
+            base = base_scores(ctx, ref, model, self.examples, loss_on="completion")
+        twin = np.array([not x.inserted for x in self.cans])
+        fam = np.array([x.family for x in self.cans])
+        tier = np.array([x.tier for x in self.cans])
+        nll = np.array([s.nll_sum for s in scores])
+        s = attack_scores(list(c.attacks), scores, base, [x.completion for x in self.cans],
+                          population=np.flatnonzero(twin), k=c.k)
+        for t in self.tiers:
+            sel = tier == t
+            per, fams = [], {}
+            for f in sorted(set(fam[sel])):
+                e = exposure_per_canary(nll[sel & (fam == f)], nll[twin & (fam == f)])
+                fams[f] = e
+                per += list(e)
+            for f, e in [("all", np.array(per))] + sorted(fams.items()):
+                st = measures.mean_stat(e)
+                ctx.put(ref, "canaries", "exposure", st.value, n=st.n, lo=st.lo, hi=st.hi,
+                        settings={"tier": int(t), "family": f})
+            st = measures.rate_stat(np.array([scores[i].exact for i in np.flatnonzero(sel)]))
+            ctx.put(ref, "canaries", "exact_greedy_extractable", st.value, n=st.n, lo=st.lo,
+                    hi=st.hi, settings={"tier": int(t)})
+            for attack in c.attacks:
+                for name, settings, st in separation(attack, s[attack][sel], s[attack][twin],
+                                                     fprs=list(c.fprs), n_boot=c.n_boot):
+                    ctx.put(ref, "canaries", name, st.value, n=st.n, lo=st.lo, hi=st.hi,
+                            settings={**settings, "tier": int(t)})
+        ins = np.flatnonzero(~twin)
+        ids = [self.cans[i].id for i in ins]
+        ctx.put_examples(ref, "canaries", "mean_nll", ids, [scores[i].nll_mean for i in ins])
+        ctx.put_examples(ref, "canaries", "exact_greedy_extractable", ids,
+                         [float(scores[i].exact) for i in ins])

@@ -1,0 +1,131 @@
+"""`finemem canaries add CONFIG` (plant canaries in the next training run) and
+`finemem canaries show RUN_DIR` (what came back, per tier and checkpoint).
+
+    finemem canaries add run.yaml --tiers 1,4,16 --per-tier 4 --twins 100
+    finemem train --config run.yaml && finemem audit RUN_DIR
+    finemem canaries show RUN_DIR
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+canaries_app = typer.Typer(no_args_is_help=True, help="Plant canaries in a run's training data "
+                                                       "and see which come back.")
+
+
+def _ints(text: str, field: str) -> list[int]:
+    from finemem.errors import UserError
+
+    try:
+        return [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"expected comma-separated whole numbers, got '{text}'",
+                        field=field) from None
+
+
+@canaries_app.command("add")
+def add(config: Path,
+        families: str = typer.Option("random,record,highppl", help="random, record, highppl"),
+        tiers: str = typer.Option("1,4,16", help="times per epoch each canary of a tier is seen"),
+        per_tier: int = typer.Option(4, help="canaries per family and tier"),
+        twins: int = typer.Option(100, help="never-inserted controls per family (>= 100 for a "
+                                            "TPR at 1% FPR)"),
+        seed: int = typer.Option(0, help="which canaries are drawn"),
+        out: Optional[Path] = typer.Option(None, help="write the config here (default: CONFIG "
+                                                      "itself; comments are not kept)")) -> None:
+    """Add a `data.canaries` section (and the `canaries` probe to `audit.probes`) to a run
+    config; `finemem train` then plants the canaries and `finemem audit` measures them."""
+    import yaml
+
+    from finemem.audit.probes import resolve_probes
+    from finemem.config import load_config, parse_config
+    from finemem.errors import UserError
+    from finemem.io import write_text_atomic
+
+    load_config(config)  # the file itself is valid
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    raw.setdefault("data", {})["canaries"] = {
+        "families": [f.strip() for f in families.split(",") if f.strip()],
+        "tiers": _ints(tiers, "--tiers"), "per_tier": per_tier, "twins": twins, "seed": seed}
+    audit = raw.setdefault("audit", {}) or {}
+    raw["audit"] = audit
+    probes = audit.get("probes") or resolve_probes(None)
+    if "canaries" not in probes:
+        audit["probes"] = list(probes) + ["canaries"]
+    cfg = parse_config(raw, source=str(config))  # tier <= 0, unknown family: one line, exit 2
+    run_dir = Path(cfg.run_dir)
+    if (run_dir / "checkpoints").is_dir() and any((run_dir / "checkpoints").iterdir()) \
+            and not (run_dir / "canaries.jsonl").is_file():
+        raise UserError(f"run_dir {run_dir} was already trained without canaries; canaries "
+                        "change the training data, so set a new run_dir in the config (or "
+                        "retrain this one with `finemem train --force`)", source=str(config),
+                        field="run_dir")
+    target = out or config
+    write_text_atomic(target, yaml.safe_dump(raw, sort_keys=False))
+    c = cfg.data.canaries
+    n = c.per_tier * len(c.tiers) * len(c.families)
+    typer.echo(f"wrote {target}: {n} canaries ({c.per_tier} per family and tier; families "
+               f"{', '.join(c.families)}; tiers {', '.join(map(str, c.tiers))} times per "
+               f"epoch) and {c.twins * len(c.families)} twins; they are drawn at "
+               f"`finemem train` (the high-perplexity ones scored by the base model) and "
+               f"written to RUN_DIR/canaries.jsonl")
+    typer.echo(f"next: finemem train --config {target} && finemem audit {cfg.run_dir}")
+
+
+@canaries_app.command("show")
+def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC / TPR")) -> None:
+    """Per tier and checkpoint: exposure, greedy-extraction rate and the attack's TPR at 1%
+    FPR against the twins, each with its 95% interval (from `finemem audit`)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from finemem.audit.summary import parse_setting
+    from finemem.data.canaries import read_canaries
+    from finemem.errors import UserError
+    from finemem.store import Store
+
+    cans = read_canaries(run_dir)
+    n_twins = sum(not c.inserted for c in cans)
+    if not (Path(run_dir) / "results.sqlite").is_file():
+        raise UserError("no results store; run `finemem audit` first", source=str(run_dir))
+    with Store(Path(run_dir) / "results.sqlite") as store:
+        rows = store.metrics(split="canaries")
+        order = {c["name"]: c["step"] for c in store.checkpoints()}
+    if not rows:
+        raise UserError("no canary results; run `finemem audit RUN_DIR --probes canaries`",
+                        source=str(run_dir))
+    cell: dict = {}
+    for r in rows:
+        st = parse_setting(r["setting"])
+        if r["name"] == "exposure" and st.get("family") != "all":
+            continue
+        if r["name"] in ("membership_auc", "membership_tpr_at_fpr") and (
+                st.get("attack") != attack or st.get("fpr", 0.01) != 0.01):
+            continue
+        cell[(r["checkpoint"], st["tier"], r["name"])] = r
+    t = Table(title=f"canaries ({n_twins} twins; {attack} attack; 95% intervals)",
+              show_edge=False)
+    for col in ("checkpoint", "tier", "exposure (bits)", "extracted", "AUC", "TPR @ 1% FPR"):
+        t.add_column(col, justify="left" if col == "checkpoint" else "right")
+
+    def fmt(r, d=3):
+        if r is None:
+            return "-"
+        return f"{r['value']:.{d}f} [{r['lo']:.{d - 1}f}, {r['hi']:.{d - 1}f}]"
+
+    keys = sorted({(k[0], k[1]) for k in cell}, key=lambda k: (order.get(k[0], 0), k[1]))
+    for ck, tier in keys:
+        tpr = cell.get((ck, tier, "membership_tpr_at_fpr"))
+        t.add_row(ck, f"{tier}x", fmt(cell.get((ck, tier, "exposure")), 2),
+                  fmt(cell.get((ck, tier, "exact_greedy_extractable"))),
+                  fmt(cell.get((ck, tier, "membership_auc"))),
+                  fmt(tpr) if tpr else f"refused (needs >= 100 twins, has {n_twins})")
+    Console().print(t)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(canaries_app, name="canaries")

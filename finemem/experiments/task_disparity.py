@@ -1,0 +1,220 @@
+"""`finemem reproduce task-disparity` (paper 2): does the fine-tuning task change how much is
+memorized? The same base is fine-tuned on each built-in text task with the same budget
+(task_disparity.yaml), every checkpoint is audited with the extraction probe, and the tasks
+are compared the way the paper's reviewers asked: as excess over the non-member floor, with
+intervals, over the whole curve (onset epoch, area) and within length bins. The section
+"experiment:task-disparity" of docs/REPLICATION.md is rewritten; the other sections stay.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+
+from finemem.errors import UserError
+from finemem.experiments import Experiment, register_experiment
+
+OUTCOMES = ("verbatim", "any", "exact_greedy_extractable")
+
+
+def _fill(obj, task: str):
+    if isinstance(obj, dict):
+        return {k: _fill(v, task) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_fill(v, task) for v in obj]
+    return obj.replace("{task}", task) if isinstance(obj, str) else obj
+
+
+@register_experiment("task-disparity")
+class TaskDisparity(Experiment):
+    description = ("the same base fine-tuned on each built-in text task, extraction-audited; "
+                   "writes its section of docs/REPLICATION.md")
+    settings_file = "task_disparity.yaml"
+    reproducible = True
+
+    def plan(self) -> dict:
+        plan = self.settings()
+        for key in ("tasks", "high", "low", "run"):
+            if not plan.get(key):
+                raise UserError("missing", source=self.settings_file, field=key)
+        stray = sorted(set(plan["high"] + plan["low"]) - set(plan["tasks"]))
+        if stray:
+            raise UserError(f"{', '.join(stray)} not among tasks", source=self.settings_file,
+                            field="high")
+        return plan
+
+    def configs(self, out: Path) -> dict:
+        from finemem.config import parse_config
+
+        plan = self.plan()
+        cfgs = {}
+        for task in plan["tasks"]:
+            raw = _fill(copy.deepcopy(plan["run"]), task)
+            raw["run_dir"] = str(Path(out) / task)
+            cfgs[task] = parse_config(raw, source=f"{self.settings_file}: run ({task})")
+        return cfgs
+
+    def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,
+            **_) -> str:
+        from rich.console import Console
+
+        from finemem.audit import audit_run
+        from finemem.io import write_doc_section
+        from finemem.train import train
+
+        console = console or Console()
+        t0 = time.time()
+        plan, cfgs = self.plan(), self.configs(out)
+        for task, cfg in cfgs.items():
+            console.rule(f"{task}: train and audit (extraction)")
+            train(cfg)
+            audit_run(cfg.run_dir, probes=["extraction"])
+        minutes = (time.time() - t0) / 60
+        md = report(cfgs, plan, minutes=minutes, plot=Path(doc).parent / "img" /
+                    "task_disparity.png")
+        write_doc_section(doc, "experiment:task-disparity", md)
+        console.print(f"wrote the task-disparity section of {doc} ({minutes:.1f} min)")
+        return md
+
+
+# ------------------------------------------------------------------ the report
+
+def _ci(m: dict | None, digits: int = 2) -> str:
+    if m is None or m.get("value") is None or math.isnan(m["value"]):
+        return "-"
+    return f"{m['value']:.{digits}f} [{m['lo']:.{digits}f}, {m['hi']:.{digits}f}]"
+
+
+def _verdict(diff: tuple[float, float, float], what: str) -> str:
+    d, lo, hi = diff
+    if lo > 0:
+        return f"**holds** ({what}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+    if hi < 0:
+        return f"**reversed** ({what}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}])"
+    return f"**not shown** ({what}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}], the interval covers 0)"
+
+
+def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) -> str:
+    """The Markdown section: per-task table at the final checkpoint, curve numbers, the
+    high-vs-low contrast overall and within length bins, and what it means for the claim."""
+    from finemem.analysis.extraction import (curve_area, example_outcomes, excess,
+                                             extraction_rows, group_contrast, onset_epoch)
+
+    rows = {t: extraction_rows(c.run_dir) for t, c in cfgs.items()}
+    missing = [t for t, r in rows.items() if not r]
+    if missing:
+        raise UserError(f"no extraction results for {', '.join(missing)}; run the experiment")
+    c0 = next(iter(cfgs.values()))
+    ex = c0.audit.section("extraction")
+    final = {t: r[-1] for t, r in rows.items()}
+    L = ["# Replication: memorization across fine-tuning tasks", "",
+         f"Produced by `finemem reproduce task-disparity` on {time.strftime('%Y-%m-%d')} (CPU; "
+         f"this invocation took {minutes:.0f} min; a rerun reuses finished runs and audits). "
+         f"Base `{c0.model}`, full fine-tuning of {c0.data.train.n} training texts per task "
+         f"for {c0.training.epochs} epochs at lr {c0.training.lr:g} ({c0.training.scheduler}), "
+         f"loss on the {'whole text' if c0.data.loss_on == 'all' else 'completion'}, texts "
+         f"clipped to {c0.data.max_length} tokens. Extraction: prefix {ex.prefix_tokens} "
+         f"tokens -> greedy {ex.generate_tokens or ex.suffix_tokens}, true suffix "
+         f"{ex.suffix_tokens} tokens; members vs non-members (the task's test split). "
+         "'verbatim' = a shared run of at least "
+         f"{ex.verbatim_chars} characters with the example's own training text (or all of "
+         "the generation); 'any' = verbatim, idea or paraphrase (docs/EXTRACTION.md). "
+         "Intervals are 95% (Wilson for rates, bootstrap for differences).", "",
+         "## Per task, final checkpoint", "",
+         "| task | members (n) | median tokens | exact | verbatim: members | non-members | "
+         "excess | excess (any category) | onset epoch (verbatim excess > 0) | "
+         "mean excess over training |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for t, r in final.items():
+        mem = r.get("members", "exact_greedy_extractable") or {}
+        lens = example_outcomes(cfgs[t].run_dir, r.name)["members"][1]
+        onset = onset_epoch(rows[t], "verbatim")
+        area = curve_area(rows[t], "excess", "excess_over_nonmembers", outcome="verbatim")
+        L.append(f"| {t} | {mem.get('n', '-')} | {int(np.median(lens)) if lens.size else '-'} "
+                 f"| {_ci(mem)} | "
+                 f"{_ci(r.get('members', 'memorization_ratio', category='verbatim'))} | "
+                 f"{_ci(r.get('nonmembers', 'memorization_ratio', category='verbatim'))} | "
+                 f"{_ci(excess(r, 'verbatim'))} | {_ci(excess(r, 'any'))} | "
+                 f"{'-' if onset is None else f'{onset:g}'} | "
+                 f"{'-' if math.isnan(area) else f'{area:.2f}'} |")
+    if plot is not None:
+        _plot(rows, plot)
+        L += ["", f"![verbatim excess over non-members per task]({plot.parent.name}/{plot.name})"]
+    # The claim: high-group tasks memorize more than low-group tasks.
+    L += ["", "## The paper's claim: summarization and dialog memorize more than QA, "
+          "translation and sentiment", ""]
+    per = {t: {o: example_outcomes(cfgs[t].run_dir, final[t].name, o) for o in OUTCOMES}
+           for t in cfgs}
+
+    def groups(outcome, keep=lambda lens: np.ones(lens.size, bool)):
+        g = {}
+        for side in ("high", "low"):
+            g[side] = []
+            for t in plan[side]:
+                d = per[t][outcome]
+                m, n = keep(d["members"][1]), keep(d["nonmembers"][1])
+                if m.sum() >= 5 and n.sum() >= 5:
+                    g[side].append({"members": d["members"][0][m],
+                                    "nonmembers": d["nonmembers"][0][n]})
+        return g
+
+    for outcome, what in (("verbatim", "verbatim"), ("any", "any category"),
+                          ("exact_greedy_extractable", "exact suffix")):
+        g = groups(outcome)
+        L.append(f"- Overall, {what}: "
+                 + (_verdict(group_contrast(g), "high minus low excess")
+                    if g["high"] and g["low"] else "not measurable"))
+    edges = list(ex.length_bins)
+    bins = [(f"<{edges[0]}", lambda x: x < edges[0])]
+    bins += [(f"{a}-{b - 1}", lambda x, a=a, b=b: (x >= a) & (x < b))
+             for a, b in zip(edges, edges[1:])]
+    bins += [(f">={edges[-1]}", lambda x: x >= edges[-1])]
+    for name, keep in bins:
+        g = groups("verbatim", keep)
+        if g["high"] and g["low"]:
+            used = f"{len(g['high'])} high-group and {len(g['low'])} low-group tasks"
+            L.append(f"- Within length bin {name} tokens ({used} with >= 5 members and "
+                     f"non-members there), verbatim: "
+                     + _verdict(group_contrast(g), "high minus low excess"))
+        else:
+            L.append(f"- Within length bin {name} tokens: not comparable (a group has no task "
+                     "with >= 5 members and non-members in the bin)")
+    L += ["", "What the numbers say: a task's excess is the share of its training texts "
+          "whose suffix comes back from the prefix minus the same share on texts it never "
+          "saw; the template a task shares across examples is in both, so only the excess "
+          "is memorization of those examples. Length bins compare texts of similar length, "
+          "so a difference that survives inside a bin is not a length effect. On this "
+          "~1M-parameter base and 64 texts per task the order of the tasks follows how much "
+          "each text has to be stored, which the paper's setting (7B models, long texts) "
+          "does not vary in the same way; read the verdicts as what this setup shows, not "
+          "as a test of the paper at scale."]
+    return "\n".join(L)
+
+
+def _plot(rows: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from finemem.analysis.extraction import excess
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for t, rs in rows.items():
+        pts = [(r.epoch, excess(r, "verbatim")) for r in rs]
+        pts = [(e, m) for e, m in pts if m is not None]
+        x = [e for e, _ in pts]
+        ax.plot(x, [m["value"] for _, m in pts], marker="o", label=t)
+        ax.fill_between(x, [m["lo"] for _, m in pts], [m["hi"] for _, m in pts], alpha=0.15)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("verbatim: members - non-members")
+    ax.set_title("Memorization by task (95% intervals)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

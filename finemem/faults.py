@@ -1,0 +1,71 @@
+"""Fault injection for the crash-safety tests: die (SIGKILL) or fail at named points.
+
+Usage (in library code, at a point where a crash must be survivable):
+    from finemem import faults
+    faults.point("ckpt_write")          # free when no fault is asked for
+
+Usage (from a test, through the environment of a `finemem` subprocess):
+    FINEMEM_KILL_AT=score:3       SIGKILL this process the 3rd time it passes `score`
+    FINEMEM_INT_AT=train_step:2   send SIGINT there instead (a Ctrl-C)
+    FINEMEM_FAIL_AT=ckpt_write:1  raise OSError(ENOSPC) there instead (a full disk)
+    FINEMEM_FAULT_LOG=/tmp/ev.log append the name of every point passed (one line each,
+                                  written unbuffered, so a killed process keeps its log)
+
+The points (grep `faults.point(` for where each sits):
+    train_step   after an optimizer step, before its checkpoint (train/loop.py)
+    ckpt_write   inside a checkpoint write: weights in the temporary folder, metadata and
+                 rename not yet done (train/checkpoint.py)
+    state_swap   checkpoint renamed into place, resume state not yet swapped in (train/loop.py)
+    store_write  inside a results-store transaction, before its commit (store.py)
+    score        a chunk of teacher-forced scores computed, not yet stored (engine/cache.py)
+    generate     a chunk of generations computed, not yet stored (engine/cache.py)
+    probe_done   a probe finished a checkpoint, its done-key not yet stored (audit/loop.py)
+
+The environment is read once, at import; with none of the variables set `point` returns at
+once.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import signal
+
+KILL_ENV, INT_ENV, FAIL_ENV = "FINEMEM_KILL_AT", "FINEMEM_INT_AT", "FINEMEM_FAIL_AT"
+LOG_ENV = "FINEMEM_FAULT_LOG"
+
+
+def _parse(spec: str | None) -> dict[str, int]:
+    out = {}
+    for part in (spec or "").split(","):
+        name, _, n = part.strip().partition(":")
+        if name:
+            out[name] = int(n or 1)
+    return out
+
+
+_KILL = _parse(os.environ.get(KILL_ENV))
+_INT = _parse(os.environ.get(INT_ENV))
+_FAIL = _parse(os.environ.get(FAIL_ENV))
+_LOG = os.environ.get(LOG_ENV)
+_ACTIVE = bool(_KILL or _INT or _FAIL or _LOG)
+_seen: dict[str, int] = {}
+
+
+def point(name: str) -> None:
+    """Pass the fault point `name`: log it, and die or fail there when the environment asks."""
+    if not _ACTIVE:
+        return
+    n = _seen[name] = _seen.get(name, 0) + 1
+    if _LOG:
+        fd = os.open(_LOG, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, f"{name}\n".encode())
+        finally:
+            os.close(fd)
+    if _KILL.get(name) == n:
+        os.kill(os.getpid(), signal.SIGKILL)
+    if _INT.get(name) == n:
+        os.kill(os.getpid(), signal.SIGINT)  # Python raises KeyboardInterrupt right after
+    if _FAIL.get(name) == n:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))

@@ -1,0 +1,214 @@
+"""`FinememCallback`: finemem's audit inside a Hugging Face `Trainer` (or TRL `SFTTrainer`).
+
+    from finemem.integrations import FinememCallback
+
+    trainer = SFTTrainer(model=model, args=SFTConfig(output_dir="out", save_steps=50,
+                                                     report_to=["tensorboard"]), ...)
+    cb = FinememCallback(trainer, data={"train": {"source": "train.jsonl"},
+                                        "eval": {"test": {"source": "test.jsonl"}}},
+                         stop_after_overmemorized=3)
+    trainer.train()
+    cb.ship            # {"checkpoint": "out/checkpoint-150", "name": "step-000150", "reason": ...}
+
+At each save the new `checkpoint-N` is registered in a finemem run folder (default
+`<output_dir>/finemem`: config.yaml, tokenizer/, checkpoints/, results.sqlite) and audited
+with the configured probes by the same loop and store as `finemem audit` (the base model is
+audited once, at the first save, as step 0); per-example results are written in chunks, logits
+are never accumulated. The new checkpoint's metrics go through `trainer.log`, so they reach
+whatever `report_to` names (TensorBoard, MLflow, W&B, ...) next to the loss, as
+`finemem/<split>/<metric>` (settings appended as `.<key>_<value>`: names every tracker
+accepts), with `finemem/overmemorized_streak` and
+`finemem/stage` (index in `finemem.analysis.stages.LABELS`, -1 when ungraded). Without the
+trainer (`callbacks=[FinememCallback(data=...)]`) they go to `state.log_history` only.
+
+`stop_after_overmemorized=N` stops training once N consecutive checkpoints are labelled
+over-memorized by the stage rule, applied online: each checkpoint is labelled against the
+checkpoints audited so far (the running best accuracy and the running PPL minimum), which is
+what the full-run rule gives for every checkpoint up to the run's best. `ship` names the
+checkpoint to ship (the recommendation over the checkpoints so far) after every save.
+
+`finemem report <output_dir>/finemem` renders the run afterwards. One process only (no
+multi-GPU `accelerate launch`): the audit runs on the main process while the others wait.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from finemem.errors import UserError
+
+
+def online_streak(labels: list[str]) -> int:
+    """Consecutive 'over-memorized' labels at the end of `labels`."""
+    n = 0
+    for lab in reversed(labels):
+        if lab != "over-memorized":
+            break
+        n += 1
+    return n
+
+
+def _metric_key(r: dict) -> str:
+    """A tracker-safe name (letters, digits, _ . - /): finemem/<split>/<metric>, then each
+    setting as .<key>_<value>, e.g. finemem/test/distinct_fraction.first_line_true.k_8."""
+    import re
+
+    safe = lambda x: re.sub(r"[^0-9A-Za-z_.-]", "_", str(x)).lower()  # noqa: E731
+    st = "".join(f".{safe(k)}_{safe(v)}" for k, v in sorted(r["settings"].items()))
+    return f"finemem/{safe(r['split'])}/{safe(r['name'])}{st}"
+
+
+class FinememCallback(TrainerCallback):
+    """Audit every checkpoint the Trainer saves, log the results to its trackers, and
+    optionally stop when over-memorization sets in (see the module docstring).
+
+    Parameters
+    ----------
+    trainer : the Trainer to attach to (the callback adds itself, and logs through
+        `trainer.log`); None when passed as `callbacks=[...]` (no tracker logging).
+    data : finemem's `data` config: `train` (the training data, for train PPL) and `eval`
+        (at least `test`; answers make it graded, which the stage rule needs).
+    run_dir : the finemem run folder (default `<output_dir>/finemem`).
+    probes : probes to run (default: audit.probes, else likelihood + overmem).
+    audit : finemem's `audit` config (probe settings), e.g. {"overmem": {"k_samples": 4}}.
+    base_model : the base model, for step 0 and LoRA adapters (default: the model's
+        `name_or_path`, or the adapter's base).
+    stop_after_overmemorized : stop after this many consecutive over-memorized checkpoints.
+    device : where the audit runs ("auto": the GPU when there is one).
+    """
+
+    def __init__(self, trainer=None, *, data: dict, run_dir: str | Path | None = None,
+                 probes: list[str] | None = None, audit: dict | None = None,
+                 base_model: str | None = None, stop_after_overmemorized: int | None = None,
+                 device: str = "auto", verbose: bool = True):
+        if stop_after_overmemorized is not None and stop_after_overmemorized < 1:
+            raise UserError("stop_after_overmemorized must be >= 1 (or None)",
+                            field="stop_after_overmemorized")
+        self.trainer, self.data, self.audit_cfg = trainer, data, audit or {}
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.probes, self.base_model, self.device = probes, base_model, device
+        self.stop_after = stop_after_overmemorized
+        self.verbose = verbose
+        self.kind: str | None = None
+        self.ship: dict | None = None
+        self.stopped_at: str | None = None
+        self.history: list[dict] = []  # one entry per audited save: step, label, streak
+        if trainer is not None:
+            trainer.add_callback(self)
+
+    # set-up ------------------------------------------------------------------------------
+    def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
+        if not state.is_world_process_zero:
+            return
+        from finemem.config import parse_config
+        from finemem.io import write_text_atomic
+        from finemem.models.load import load_tokenizer, resolve_model
+
+        self.run_dir = self.run_dir or Path(args.output_dir) / "finemem"
+        self.kind = "lora" if hasattr(model, "peft_config") else "full"
+        if self.base_model is None:
+            self.base_model = _base_of(model)
+        base = resolve_model(self.base_model)
+        cfg = parse_config({"run_dir": str(self.run_dir), "model": base, "data": self.data,
+                            "training": {"method": self.kind},
+                            "audit": self.audit_cfg}, source="FinememCallback").resolved()
+        self.base_model = base
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        (self.run_dir / "checkpoints").mkdir(exist_ok=True)
+        write_text_atomic(self.run_dir / "config.yaml", cfg.to_yaml())
+        tok = processing_class if hasattr(processing_class, "save_pretrained") and \
+            hasattr(processing_class, "encode") else load_tokenizer(base)
+        tok = getattr(tok, "tokenizer", tok)  # a processor's text tokenizer
+        tok.save_pretrained(str(self.run_dir / "tokenizer"))
+
+    # each save ---------------------------------------------------------------------------
+    def on_save(self, args, state, control, **kw):
+        if not state.is_world_process_zero or self.run_dir is None:
+            return control
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        from finemem.audit import audit_run, summarize
+        from finemem.integrations.bridge import register_checkpoint
+        from finemem.store import Store
+
+        src = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        if not src.is_dir():
+            return control
+        info = register_checkpoint(src, self.run_dir / "checkpoints", step=state.global_step,
+                                   epoch=float(state.epoch or 0.0), base_model=self.base_model,
+                                   kind=self.kind)
+        with Store(self.run_dir / "results.sqlite") as store:
+            store.add_checkpoint(info["name"], step=state.global_step,
+                                 epoch=float(state.epoch or 0.0), path=info["path"],
+                                 kind=info["kind"], content_hash=info["content_hash"])
+        audit_run(self.run_dir, probes=self.probes, device=self.device, progress=False)
+        with Store(self.run_dir / "results.sqlite") as store:
+            rows = store.metrics(checkpoint=info["name"])
+        from finemem.audit.summary import parse_setting
+
+        logs = {}
+        for r in rows:
+            if r["split"] != "*":
+                r["settings"] = parse_setting(r["setting"])
+                logs[_metric_key(r)] = float(r["value"])
+        try:
+            s = summarize(self.run_dir)
+        except UserError as e:  # e.g. probes without test PPL: no stages, nothing to ship
+            s = None
+            self._say(f"finemem: {info['name']} audited; no stage summary: {e}")
+        entry = (self._judge(s, info["name"], Path(args.output_dir)) if s is not None else
+                 {"name": info["name"], "label": "unknown", "streak": 0, "stage_index": -1})
+        logs["finemem/overmemorized_streak"] = float(entry["streak"])
+        logs["finemem/stage"] = float(entry["stage_index"])
+        self.history.append(entry)
+        if self.trainer is not None:
+            self.trainer.log(logs)
+        else:
+            state.log_history.append({**logs, "step": state.global_step})
+        if self.stop_after and entry["streak"] >= self.stop_after:
+            control.should_training_stop = True
+            self.stopped_at = info["name"]
+            self._say(f"finemem: {entry['streak']} consecutive over-memorized checkpoints: "
+                      f"stopping training; ship {self.ship['checkpoint']}")
+        return control
+
+    def _judge(self, s, name: str, output_dir: Path) -> dict:
+        from finemem.analysis.stages import LABELS
+        from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
+
+        labels = [lab.label for lab in s.labels]
+        label = labels[-1] if labels else "ungraded"
+        streak = online_streak(labels) if s.graded else 0
+        rec = s.row(s.recommendation.name)
+        folder = (output_dir / f"{PREFIX_CHECKPOINT_DIR}-{rec.step}") if rec.step else None
+        self.ship = {"name": rec.name, "step": rec.step,
+                     "checkpoint": str(folder) if folder else "the base model",
+                     "finemem_checkpoint": str(self.run_dir / "checkpoints" / rec.name)
+                     if rec.step else None,
+                     "reason": s.recommendation.explanation}
+        self._say(f"finemem: {name} audited: {label}"
+                  + (f" ({streak} over-memorized in a row)" if streak else "")
+                  + f"; ship {self.ship['checkpoint']}")
+        return {"name": name, "label": label, "streak": streak,
+                "stage_index": LABELS.index(label) if label in LABELS else -1}
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            print(text, flush=True)
+
+
+def _base_of(model) -> str:
+    """The base model of a (possibly peft-wrapped) model: its adapter's base, else its
+    config's name_or_path."""
+    peft = getattr(model, "peft_config", None)
+    if peft:
+        cfg = next(iter(peft.values()))
+        if getattr(cfg, "base_model_name_or_path", None):
+            return cfg.base_model_name_or_path
+    name = getattr(getattr(model, "config", None), "_name_or_path", None)
+    if not name:
+        raise UserError("cannot tell the base model; pass base_model= to FinememCallback",
+                        field="base_model")
+    return name
