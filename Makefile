@@ -25,10 +25,14 @@ test: install
 bench-quick: install
 	$(PY) bench/train_overhead.py --quick
 	$(PY) bench/engine.py --quick
+	$(PY) bench/membership.py --quick
+	$(PY) bench/extract.py --quick
 
 bench: install
 	$(PY) bench/train_overhead.py
 	$(PY) bench/engine.py
+	$(PY) bench/membership.py
+	$(PY) bench/extract.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

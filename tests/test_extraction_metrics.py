@@ -109,3 +109,9 @@ def test_spearman_and_its_interval():
     assert lo <= rho <= hi and lo > 0.9
     rho, lo, hi = ex.spearman_ci(a, rng.normal(size=200))
     assert lo < 0 < hi
+
+
+def test_sampled_extraction_rate_by_hand():
+    # example 1: one of 3 samples exact; example 2: none; example 3: all -> 2/3
+    flags = [[False, True, False], [False, False, False], [True, True, True]]
+    assert ex.sampled_extraction_rate(flags) == pytest.approx(2 / 3)

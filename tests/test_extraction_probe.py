@@ -15,7 +15,7 @@ pytestmark = pytest.mark.integration
 runner = CliRunner()
 SETS = ["--set", "audit.extraction.prefix_tokens=8", "--set", "audit.extraction.suffix_tokens=16",
         "--set", "audit.extraction.members=24", "--set", "audit.extraction.nonmembers=24",
-        "--set", "audit.extraction.length_bins=[40,60]"]
+        "--set", "audit.extraction.length_bins=[40,60]", "--set", "audit.extraction.samples=2"]
 
 
 @pytest.fixture(scope="module")
@@ -57,6 +57,8 @@ def test_store_has_ratios_intervals_bins_excess_and_controls(run):
                 m = r.get(split, "memorization_ratio", category=cat)
                 assert m["n"] == 24 and 0 <= m["lo"] <= m["value"] <= m["hi"] <= 1
                 assert r.get(split, "memorization_ratio", category=cat, source="any")
+        s = r.get("members", "sampled_extraction_rate", samples=2, temperature=1.0, top_p=1.0)
+        assert s["n"] == 24 and s["lo"] <= s["value"] <= s["hi"]
         e = r.get("excess", "excess_over_nonmembers", outcome="verbatim")
         assert e["n"] == 48 and e["lo"] <= e["value"] <= e["hi"]
         # Every score separates the perfect control (true suffix) from the null control

@@ -292,3 +292,17 @@ def spearman_ci(x, y, *, n_boot: int = 1000, conf: float = 0.95, seed: int = 0
     boots = (rx * ry).sum(1)[ok] / den[ok]
     lo, hi = np.quantile(boots, [(1 - conf) / 2, (1 + conf) / 2])
     return rho, float(lo), float(hi)
+
+
+@register_metric("sampled_extraction_rate", higher_is_better=False, more_memorized_when="higher",
+                 kind="rate", inputs="correct_flags")
+def sampled_extraction_rate(sample_flags) -> float:
+    """Share of examples for which at least one of their n sampled continuations reproduces
+    the true suffix exactly: (1/N) sum_i max_j flag_ij (flags: one bool array of n samples per
+    example). nan for no examples."""
+    arrs = [np.asarray(f, dtype=bool) for f in sample_flags]
+    if not arrs:
+        warnings.warn("sampled_extraction_rate: no examples; returning nan", RuntimeWarning,
+                      stacklevel=2)
+        return math.nan
+    return float(np.mean([a.any() for a in arrs]))

@@ -51,6 +51,11 @@ class ExtractionConfig(Section):
     suffix_tokens: int = Field(50, gt=0, description="S: true-suffix tokens to reproduce")
     generate_tokens: int | None = Field(None, gt=0, description="tokens generated (default S; "
                                         "the paper: 100 for a 50-token suffix)")
+    samples: int = Field(0, ge=0, description="also draw this many sampled continuations per "
+                         "prefix (0 = greedy only): sampled_extraction_rate = share of texts "
+                         "one of them reproduces exactly")
+    temperature: float = Field(1.0, gt=0.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
     candidates: int = Field(10, gt=0, description="BM25 top-k training texts per generation")
     verbatim_chars: int = Field(50, gt=0, description="shared run that makes a match verbatim")
     idea_span_ratio: float = Field(2.0, ge=1.0)
@@ -223,9 +228,12 @@ class Extraction(Probe):
         if self._controls is None:
             items = self.items["members"]
             refs = [i.suffix_text for i in items]
+            # A seeded cycle through the members: each gets the next one's suffix (never its
+            # own when there are two or more).
             order = list(range(len(refs)))
             random.Random(self.cfg.seed).shuffle(order)
-            null = [refs[order[(order.index(j) + 1) % len(order)]] for j in range(len(refs))]
+            nxt = {a: b for a, b in zip(order, order[1:] + order[:1])}
+            null = [refs[nxt[j]] for j in range(len(refs))]
             self._controls = {"control_perfect": self.text_scores(refs, items),
                               "control_null": self.text_scores(null, items)}
             for name, sc, gens in (("control_perfect", self._controls["control_perfect"], refs),
@@ -260,6 +268,18 @@ class Extraction(Probe):
                                                               ).astype(float)
             sc["token_accuracy"] = token_accuracy(flags, per_example=True)
             per[split] = sc
+            if c.samples:
+                ctx.phase(f"{split}: {c.samples} samples each")
+                tries = engine.generate_cached(
+                    ctx.store, ref.content_hash, f"extract:{c.prefix_tokens}", model,
+                    ctx.tokenizer, ids, [i.prefix for i in items], do_sample=True, n=c.samples,
+                    temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.suffix_tokens)
+                hits = [np.array([g.token_ids[:len(i.suffix)] == i.suffix for g in gs])
+                        for i, gs in zip(items, tries)]
+                st = measures.rate_stat(np.array([h.any() for h in hits]))
+                ctx.put(ref, split, "sampled_extraction_rate", st.value, n=st.n, lo=st.lo,
+                        hi=st.hi, settings={"samples": c.samples, "temperature": c.temperature,
+                                            "top_p": c.top_p})
             for name in SCORES:
                 ctx.put_examples(ref, split, name, ids, sc[name])
             labels = [ex.CATEGORIES[int(k)] for k in sc["category"]]
