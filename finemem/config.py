@@ -163,6 +163,11 @@ class TrainingConfig(_Strict):
     mar_detach: bool = Field(True, description="detach the MAR weight (1 - p_t) from the graph")
     save_every: Literal["epoch"] | int = Field(
         "epoch", description="'epoch' or a number of optimizer steps; all checkpoints are kept")
+    mixed_precision: Literal["no", "bf16", "fp16"] = Field(
+        "no", description="autocast the forward pass (accelerate's mixed precision; fp16 needs a "
+                          "GPU); the loss and the audit's scores are reduced in float32")
+    compile: bool = Field(False, description="torch.compile the model (accelerate's dynamo "
+                                             "backend 'inductor')")
 
 
 class Section(_Strict):
@@ -264,6 +269,10 @@ class RunConfig(_Strict):
         d["data"].pop("eval", None)  # nor do the evaluation sets
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
+        if d["training"].get("mixed_precision") == "no":  # runs from before these two
+            d["training"].pop("mixed_precision")            # settings keep their digest
+        if not d["training"].get("compile"):
+            d["training"].pop("compile", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved(self) -> "RunConfig":

@@ -46,6 +46,8 @@ def _sample(kind: str, rng) -> tuple:
         return (list(rng.normal(size=(n, 5))), list(rng.normal(size=(n, 5))))
     if kind == "score_sets":
         return (list(rng.normal(1.0, 1.0, size=n)), list(rng.normal(0.0, 1.0, size=n)))
+    if kind == "value_pairs":
+        return (list(rng.normal(size=n)), list(rng.normal(size=n)))
     if kind == "labels":
         return (list(rng.choice(["verbatim", "idea", "paraphrase", "none"], size=n)),)
     raise AssertionError(f"no sample generator for input kind {kind!r}; add one")

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from finemem import distributed as ddp
 from finemem import engine
 from finemem.config import RunConfig
 from finemem.data.example import Example
@@ -97,6 +98,8 @@ class AuditContext:
         """Store one metric of one checkpoint; `name` must be a registered metric, `n` is the
         sample size and `settings` (e.g. {"k": 8}) the options it was computed with."""
         get_metric(name)
+        if not ddp.is_main():  # under `accelerate launch` only the main process writes metrics
+            return
         self.store.put_metric(ref.name, split, name, float(value), n=n, lo=lo, hi=hi,
                               setting=setting_key(**(settings or {})))
 
@@ -104,6 +107,7 @@ class AuditContext:
                      **settings) -> None:
         """Store one value per example (e.g. each test example's NLL) for later analyses."""
         get_metric(name)
+        # every rank writes these (the same rows): a later probe on each rank reads them back
         key = f"{split}/{name}" + (f"|{setting_key(**settings)}" if settings else "")
         self.store.put_examples((ref.content_hash, str(i), key, "value", json.dumps(float(v)))
                                 for i, v in zip(ids, values))

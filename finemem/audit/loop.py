@@ -15,6 +15,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.progress import Progress, TimeElapsedColumn
 
+from finemem import distributed as ddp
 from finemem import engine, faults
 from finemem.audit.context import AuditContext
 from finemem.audit.probes import get_probe, resolve_probes
@@ -50,13 +51,17 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     if workers < 1:
         raise UserError("workers must be >= 1", field="--workers")
     pick_device(device)  # an unknown device is refused before anything is written
+    if ddp.active():  # `accelerate launch`: each rank takes a share of every call's examples
+        ddp.check_audit_launch()
+        device, workers, progress = ddp.device(device), 1, progress and ddp.is_main()
     ctx, active, keys = _open(run_dir, cfg, acfg, names)
     try:
-        for w in ctx.overlap_warnings():
+        for w in ctx.overlap_warnings() if ddp.is_main() else ():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
         refs = [r for r in engine.load_run_checkpoints(run_dir) + engine.list_merges(run_dir)
                 if _todo(ctx, active, keys, r)]
         _check_refs(cfg, refs)
+        ddp.barrier()  # launched: every rank has its list before the main one marks any done
         if len(refs) > 1 and workers > 1:
             _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress)
         elif refs:
@@ -161,12 +166,15 @@ def _loop(ctx: AuditContext, refs, active: list, keys: dict, cfg: RunConfig, dev
         plain = progress and not bar.console.is_terminal  # CI logs, `| tee`: one line per step
         for ref, model in engine.iter_models(ctx.run_dir, refs=refs, device=device,
                                              dtype=cfg.dtype):
-            for probe in _todo(ctx, active, keys, ref):
+            todo = _todo(ctx, active, keys, ref)
+            ddp.barrier()  # launched: as above, per checkpoint
+            for probe in todo:
                 ctx.phase = _phase(bar, task, f"audit {ref.name} {probe.name}", plain)
                 probe.run(ctx, ref, model)
                 faults.point("probe_done")
-                ctx.store.put_metric(ref.name, "*", f"done:{probe.name}", 1.0,
-                                     setting=keys[probe.name])
+                if ddp.is_main():  # launched: only the main process writes metrics
+                    ctx.store.put_metric(ref.name, "*", f"done:{probe.name}", 1.0,
+                                         setting=keys[probe.name])
             bar.advance(task)
             if plain:
                 t = bar.tasks[task]

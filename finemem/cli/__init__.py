@@ -26,7 +26,8 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
 
 # Modules that register commands on `app` (each defines `register(app)`).
 COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd",
-                   "report_cmd", "export_cmd", "doctor_cmd", "canaries_cmd", "trajectories_cmd")
+                   "report_cmd", "export_cmd", "doctor_cmd", "canaries_cmd", "trajectories_cmd",
+                   "compare_cmd")
 
 
 def _register() -> None:

@@ -21,14 +21,27 @@ def register(app: typer.Typer) -> None:
                   [], "--set", help="an audit setting for this audit, e.g. "
                                     "audit.extraction.prefix_tokens=32 or "
                                     "audit.nonmembers.source=held_out.jsonl"),
-              quiet: bool = typer.Option(False, help="no stage table at the end")) -> None:
+              quiet: bool = typer.Option(False, help="no stage table at the end"),
+              num_processes: int = typer.Option(
+                  1, "--num-processes", help="split every checkpoint's examples over this many "
+                                             "processes (`accelerate launch --multi_gpu`)")
+              ) -> None:
         """Run the probes on every checkpoint of a run (the base as step 0, and merges): each
         model is loaded once; results go to the run's store; then print the stage table and
         the recommendation and write plots to RUN_DIR/report/.
 
         Example: finemem audit runs/demo --probes extraction,attention"""
+        from finemem import distributed as ddp
         from finemem.audit import audit_run
         from finemem.cli.train_cmd import parse_sets
+
+        if num_processes != 1:
+            args = ["audit", str(run_dir), "--device", device, *(["--quiet"] if quiet else [])]
+            args += ["--probes", probes] if probes else []
+            args += ["--workers", str(workers)] if workers is not None else []
+            for item in set_:
+                args += ["--set", item]
+            raise typer.Exit(ddp.launch(num_processes, args))
         from finemem.config import load_config
         from finemem.errors import UserError
 
@@ -42,6 +55,8 @@ def register(app: typer.Typer) -> None:
                                 "(the run's training settings are fixed)", field="--set")
             acfg = load_config(Path(run_dir) / "config.yaml", overrides=sets).resolved().audit
         audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
+        if not ddp.is_main():  # under `accelerate launch`: one stage table
+            return
         if not quiet:
             _show(run_dir)
         _incomplete(run_dir)

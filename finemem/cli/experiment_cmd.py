@@ -50,6 +50,22 @@ def register(app: typer.Typer) -> None:
                   None, help="comma-separated learning rates (= --grid training.lr=...)"),
               methods: Optional[str] = typer.Option(
                   None, help="comma-separated full,lora,head (= --grid training.method=...)"),
+              ranks: Optional[str] = typer.Option(
+                  None, help="LoRA ranks, e.g. 8,16,64 (= --grid training.lora.r=...)"),
+              alphas: Optional[str] = typer.Option(
+                  None, help="LoRA alphas (= --grid training.lora.alpha=...)"),
+              sizes: Optional[str] = typer.Option(
+                  None, help="built-in model sizes, e.g. test,tiny (= --grid "
+                             "model=builtin:test,builtin:tiny)"),
+              models: Optional[str] = typer.Option(
+                  None, help="model folders or hub ids (= --grid model=...)"),
+              duplication: Optional[str] = typer.Option(
+                  None, help="times per epoch the same seeded subset (data.duplication."
+                             "fraction of the examples) is repeated, e.g. 1,4,16 (= --grid "
+                             "data.duplication.times=...)"),
+              probes: Optional[str] = typer.Option(
+                  None, help="probes audited per cell, e.g. relaxed (likelihood is always "
+                             "added; default: the config's or the default probes)"),
               epochs: Optional[int] = typer.Option(None, help="epochs per cell"),
               out: Path = typer.Option(Path("runs/sweep"), help="folder for the cells")) -> None:
         """Train and audit a grid over config keys, one run folder per cell (an interrupted
@@ -58,11 +74,16 @@ def register(app: typer.Typer) -> None:
         training.lr=1e-4,3e-4,1e-3.
 
         Example: finemem sweep --config run.yaml --grid training.lr=1e-4,1e-3
-        --grid training.method=full,lora"""
-        from finemem.experiments.sweep import parse_grid, run_sweep
+        --grid training.method=full,lora
 
-        specs = ([f"training.method={methods}"] if methods else []) + \
-            ([f"training.lr={lrs}"] if lrs else []) + list(grid or [])
+        Example: finemem sweep --config run.yaml --methods full,lora,head --duplication 1,4,16
+        --probes relaxed && finemem compare runs/sweep"""
+        from finemem.experiments.sweep import parse_grid, run_sweep, shortcut_specs
+
+        specs = shortcut_specs(methods=methods, lrs=lrs, ranks=ranks, alphas=alphas,
+                               sizes=sizes, models=models, duplication=duplication) + \
+            list(grid or [])
         if not specs:
             specs = ["training.lr=1e-4,3e-4,1e-3"]
-        run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out)
+        names = None if probes is None else [p.strip() for p in probes.split(",") if p.strip()]
+        run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out, probes=names)

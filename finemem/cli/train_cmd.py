@@ -72,10 +72,28 @@ def register(app: typer.Typer) -> None:
         force: bool = typer.Option(False, "--force",
                                    help="delete a run folder holding another config"),
         progress: bool = typer.Option(True, "--progress/--no-progress"),
+        num_processes: int = typer.Option(
+            1, "--num-processes", help="train with DDP on this many processes (started with "
+                                       "`accelerate launch --multi_gpu`; gloo on a CPU); the "
+                                       "global batch stays training.batch_size"),
     ) -> None:
         """Fine-tune a model (full, LoRA or head-only) and keep every checkpoint.
 
-        Example: finemem train --config run.yaml --method lora --lr 3e-4"""
+        Example: finemem train --config run.yaml --method lora --lr 3e-4
+
+        Example: finemem train --config run.yaml --num-processes 2"""
+        if num_processes != 1:
+            from finemem.distributed import launch
+
+            args = ["train", "--config", config, *(["--force"] if force else []),
+                    "--progress" if progress else "--no-progress"]
+            for flag, v in (("--run-dir", run_dir), ("--model", model), ("--method", method),
+                            ("--lr", lr), ("--epochs", epochs), ("--max-steps", max_steps),
+                            ("--batch-size", batch_size), ("--seed", seed)):
+                args += [flag, str(v)] if v is not None else []
+            for item in set_:
+                args += ["--set", item]
+            raise typer.Exit(launch(num_processes, args))
         from finemem.config import load_config
         from finemem.train import train
 
@@ -86,7 +104,11 @@ def register(app: typer.Typer) -> None:
         overrides = {**{k: v for k, v in flags.items() if v is not None}, **parse_sets(set_)}
         from finemem.audit.evalsets import check_eval_sets
 
+        from finemem.distributed import is_main
+
         cfg = load_config(config, overrides=overrides).resolved()
-        for warning in check_eval_sets(cfg, config_source=config):
+        for warning in check_eval_sets(cfg, config_source=config) if is_main() else ():
             typer.echo(f"warning: {warning}", err=True)
-        print_summary(train(cfg, force=force, progress=progress))
+        summary = train(cfg, force=force, progress=progress)
+        if is_main():  # under `accelerate launch`, one summary
+            print_summary(summary)

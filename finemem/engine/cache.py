@@ -26,6 +26,7 @@ import zlib
 
 import numpy as np
 
+from finemem import distributed as ddp
 from finemem import faults
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
@@ -98,15 +99,35 @@ def score_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
             if crc == crcs[i] and (s.mu is not None or not need_stats):
                 out[i] = s
     missing = [i for i, s in enumerate(out) if s is None]
-    for start in range(0, len(missing), chunk):
-        part = missing[start:start + chunk]
+    ddp.barrier()  # launched: every rank has read the cache before any rank writes to it
+    mine = ddp.shard(missing)  # launched: this rank's examples; alone: all of them
+    for start in range(0, len(mine), chunk):
+        part = mine[start:start + chunk]
         new = score(model, [pairs[i] for i in part], **kw)
         faults.point("score")
         store.put_examples((ckpt_hash, ids[i], setting, "score", pack_scores(s, crcs[i]))
                            for i, s in zip(part, new))
         for i, s in zip(part, new):
             out[i] = s
+    if ddp.active() and missing:  # the gather: the other ranks' rows, from the store
+        ddp.barrier()
+        got = _gathered(store, ckpt_hash, setting, "score", ids, missing, out)
+        for i in got:
+            out[i] = unpack_scores(got[i])[0]
     return out  # type: ignore[return-value]
+
+
+def _gathered(store, ckpt_hash: str, setting: str, kind: str, ids: list[str],
+              missing: list[int], out: list) -> dict[int, bytes | str]:
+    """The stored rows of the examples in `missing` that this rank did not compute (after
+    every rank has written its share)."""
+    rest = [i for i in missing if out[i] is None]
+    rows = store.get_examples(ckpt_hash, setting, kind, [ids[i] for i in rest])
+    lost = [ids[i] for i in rest if ids[i] not in rows]
+    if lost:
+        raise RuntimeError(f"distributed {kind}: {len(lost)} examples were computed by no "
+                           f"rank (first: {lost[0]}); was the store changed during the run?")
+    return {i: rows[ids[i]] for i in rest}
 
 
 def id_seed(example_id: str) -> int:
@@ -149,8 +170,10 @@ def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, examp
         if row["crc"] == crcs[i]:
             out[i] = [Generation(g[0], g[1], g[2], g[3], g[4]) for g in row["gens"]]
     missing = [i for i, g in enumerate(out) if g is None]
-    for start in range(0, len(missing), chunk):
-        part = missing[start:start + chunk]
+    ddp.barrier()  # launched: every rank has read the cache before any rank writes to it
+    mine = ddp.shard(missing)  # launched: this rank's examples; alone: all of them
+    for start in range(0, len(mine), chunk):
+        part = mine[start:start + chunk]
         new = generate(model, tokenizer, [prompts[i] for i in part],
                        seeds=[seeds[i] for i in part], **kw)
         faults.point("generate")
@@ -162,5 +185,10 @@ def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, examp
             rows.append((ckpt_hash, ids[i], key, "gen", json.dumps({"crc": crcs[i],
                                                                      "gens": gens})))
         store.put_examples(rows)
+    if ddp.active() and missing:  # the gather: the other ranks' rows, from the store
+        ddp.barrier()
+        for i, blob in _gathered(store, ckpt_hash, key, "gen", ids, missing, out).items():
+            out[i] = [Generation(g[0], g[1], g[2], g[3], g[4])
+                      for g in json.loads(blob)["gens"]]
     return out  # type: ignore[return-value]
 

@@ -5,6 +5,12 @@ tabulate when each setting enters over-memorization and what it reaches.
     run_sweep(config, grid={"training.lr": [1e-4, 3e-4], "training.method": ["full", "lora"]},
               out=Path("runs/sweep"))
 
+Shortcuts (`finemem sweep --methods full,lora,head --ranks 8,64 --sizes test,tiny
+--duplication 1,4,16 --probes relaxed`) grid training.method, training.lora.r / alpha, the
+model (built-in sizes, or `--models` with model folders) and data.duplication.times (the same
+seeded subset, data.duplication.fraction of the examples, repeated that many times per epoch;
+the manifest records it). `finemem compare SWEEP_DIR` lines the cells up.
+
 Grid values are YAML scalars (`1e-4`, `full`, `true`, `null`, `[2, 2]`). The cells are the
 product of the grids, the first grid varying slowest; each is a normal run folder named from
 its values (`lr-0.0001_method-full`), so an interrupted sweep resumes where it stopped. The
@@ -151,34 +157,74 @@ def sweep_configs(config: Path, grid: dict[str, list], out: Path, *,
     if not grid:
         raise UserError("nothing to sweep: give --grid KEY=V1,V2 (or --lrs / --methods)",
                         field="grid")
+    empty = [k for k, v in grid.items() if not v]
+    if empty:
+        raise UserError(f"'{empty[0]}' has no values: the grid would make zero cells",
+                        field="grid")
     cells = []
     for name, values in cell_names(grid):
         over = {**values, "run_dir": str(out / name)}
         if epochs:
             over["training.epochs"] = epochs
-        cells.append((name, values, load_config(config, overrides=over)))
+        cfg = load_config(config, overrides=over)
+        dup = cfg.data.duplication
+        if "data.duplication.times" in values and dup.times > 1 and dup.fraction == 0:
+            raise UserError("duplication times > 1 repeats nothing while "
+                            "data.duplication.fraction is 0; set the fraction of examples to "
+                            "repeat (e.g. --grid data.duplication.fraction=0.5, or in the "
+                            "config)", field="data.duplication.fraction")
+        cells.append((name, values, cfg))
     return cells
 
 
+# `finemem sweep` shortcuts: flag -> the config key it grids (values as for --grid).
+SHORTCUTS = {"methods": "training.method", "lrs": "training.lr", "ranks": "training.lora.r",
+             "alphas": "training.lora.alpha", "models": "model",
+             "duplication": "data.duplication.times"}
+
+
+def shortcut_specs(**flags: str | None) -> list[str]:
+    """--grid specs of the shortcut flags that were given (`sizes` = built-in model sizes);
+    a flag given with no values is refused (it would make zero cells)."""
+    specs = []
+    for flag, text in flags.items():
+        if text is None:
+            continue
+        if not text.strip().strip(","):
+            raise UserError(f"--{flag} gives no values: the grid would make zero cells",
+                            field=flag)
+        if flag == "sizes":
+            specs.append("model=" + ",".join(f"builtin:{s.strip()}" for s in text.split(",")))
+        else:
+            specs.append(f"{SHORTCUTS[flag]}={text}")
+    return specs
+
+
 def run_sweep(config: Path, *, grid: dict[str, list], out: Path, epochs: int | None = None,
-              console=None) -> list[Cell]:
+              probes: list[str] | None = None, console=None) -> list[Cell]:
+    """Train and audit every cell (`probes`: what the audit runs, the likelihood probe always
+    among them; None = the default probes). sweep.json is rewritten after each finished cell,
+    so an interrupted sweep lists what it has and a rerun resumes at the unfinished cell."""
     from rich.console import Console
 
     from finemem.audit import audit_run, summarize
     from finemem.train import train
 
     console = console or Console()
+    if probes is not None and "likelihood" not in probes:
+        probes = ["likelihood", *probes]  # the sweep table reads test PPL
     cells = []
+    out.mkdir(parents=True, exist_ok=True)
     for name, values, cfg in sweep_configs(config, grid, out, epochs=epochs):
         console.rule(", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
         train(cfg)
-        audit_run(cfg.run_dir)
+        audit_run(cfg.run_dir, probes=probes)
         cells.append(cell_from_summary(summarize(cfg.run_dir), values, name))
+        (out / "sweep.json").write_text(json.dumps([_jsonable(asdict(c)) for c in cells],
+                                                   indent=1))
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs and pipes: do not squeeze the table
     console.print(sweep_table(cells, grid))
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "sweep.json").write_text(json.dumps([_jsonable(asdict(c)) for c in cells], indent=1))
     console.print(advice(cells))
     return cells
 
@@ -241,5 +287,5 @@ def advice(cells: list[Cell]) -> str:
     return f"{title}: {setting} (recommended checkpoint {best.recommended}, {what})."
 
 
-__all__ = ["Cell", "advice", "cell_from_summary", "cell_names", "parse_grid", "parse_scalar",
-           "run_sweep", "sweep_configs", "sweep_table"]
+__all__ = ["Cell", "SHORTCUTS", "advice", "cell_from_summary", "cell_names", "parse_grid",
+           "parse_scalar", "run_sweep", "shortcut_specs", "sweep_configs", "sweep_table"]

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import torch
 
+from finemem import distributed as ddp
 from finemem import faults
 from finemem.config import RunConfig
 from finemem.errors import Interrupted, UserError
@@ -91,7 +92,8 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         if _is_done(run_dir):
             return _complete(run_dir, cfg)
 
-    acc = make_accelerator(cfg.device)
+    acc = make_accelerator(cfg.device, cfg.training)
+    ddp.check_train_launch(cfg.training.batch_size, acc.num_processes)
     set_seed(cfg.training.seed)
     with quiet_hf():
         prep = prepare(cfg, device=acc.device)  # every input check happens here, before writes
@@ -115,12 +117,17 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
         trainer = _Trainer(cfg, acc, prep, store, run_dir, progress=progress)
+        if acc.is_main_process:  # distributed.json: processes, effective batch, LR schedule
+            ddp.write_layout(run_dir, cfg, acc, total_steps=trainer.total_steps,
+                             steps_per_epoch=trainer.steps_per_epoch,
+                             start_step=resumed["step"] if resumed else 0)
         try:
             trainer.run(resumed)
         except (KeyboardInterrupt, OSError, sqlite3.OperationalError) as e:
             _stopped(e, trainer, run_dir, store, cfg.digest(), acc.is_main_process)
         if acc.is_main_process:
             store.set_status(cfg.digest(), "complete")
+        acc.wait_for_everyone()  # every process returns the finished run's summary
         return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
                         already_complete=False, store=store)
 
@@ -150,8 +157,9 @@ def _stopped(e: BaseException, trainer: "_Trainer", run_dir: Path, store: Store,
                       f"resume ({where}, the last complete checkpoint)") from None
 
 
-def make_accelerator(device: str):
-    """An `Accelerator` on `device` ('auto', 'cpu', 'cuda', 'mps').
+def make_accelerator(device: str, training=None):
+    """An `Accelerator` on `device` ('auto', 'cpu', 'cuda', 'mps'), with the mixed precision
+    and torch.compile setting of `training` (a TrainingConfig; None: neither).
 
     accelerate keeps one process-wide state; in a single process (not `accelerate launch`) it
     is reset first, so that consecutive runs in one Python process may use different devices.
@@ -161,10 +169,20 @@ def make_accelerator(device: str):
 
     from finemem.models.load import pick_device
 
-    pick_device(device)  # a clear error for 'cuda' without CUDA
+    dev = pick_device(device)  # a clear error for 'cuda' without CUDA
+    mp = training.mixed_precision if training is not None else "no"
+    if mp == "fp16" and dev.type != "cuda":
+        raise UserError("training.mixed_precision fp16 needs a CUDA GPU; use bf16 or no on "
+                        f"{dev.type}", field="training.mixed_precision")
     if PartialState._shared_state and PartialState._shared_state.get("num_processes", 1) == 1:
         AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=device == "cpu")
+    compiled = training is not None and training.compile
+    # launched on a machine without CUDA: cpu=True, else accelerate sets up no gloo group
+    cpu = device == "cpu" or (ddp.active() and not torch.cuda.is_available())
+    acc = Accelerator(cpu=cpu, mixed_precision=mp,
+                      dynamo_backend="inductor" if compiled else "no")
+    ddp.check_world(acc.num_processes)
+    return acc
 
 
 def _register_checkpoints(store: Store, run_dir: Path, upto: int) -> None:
@@ -218,9 +236,9 @@ class _Trainer:
         self.cfg, self.t, self.acc, self.prep = cfg, cfg.training, acc, prep
         self.store, self.run_dir, self.progress = store, run_dir, progress
         self.kind = self.t.method
+        # global micro-batches: each is split over the processes (distributed.local_share)
         n_micro = len(epoch_batches(len(prep.items), batch_size=self.t.batch_size, seed=0,
-                                    epoch=0, num_processes=acc.num_processes,
-                                    process_index=acc.process_index))
+                                    epoch=0))
         self.steps_per_epoch = math.ceil(n_micro / self.t.grad_accum)
         self.total_steps = self.t.max_steps or self.t.epochs * self.steps_per_epoch
         self.pending: list[tuple[int, float, torch.Tensor, float]] = []
@@ -236,10 +254,13 @@ class _Trainer:
         return step % self.steps_per_epoch == 0 if every == "epoch" else step % every == 0
 
     def _flush(self) -> None:
-        if not self.pending or not self.acc.is_main_process:
-            self.pending = []
+        if not self.pending:
             return
         losses = torch.stack([p[2] for p in self.pending]).float().cpu().tolist()  # one sync
+        losses = ddp.reduce_sum(losses, self.acc)  # each process holds its weighted share
+        if not self.acc.is_main_process:
+            self.pending = []
+            return
         self.store.log_train_many((s, e, loss, lr) for (s, e, _, lr), loss
                                   in zip(self.pending, losses))
         self.pending = []
@@ -295,8 +316,7 @@ class _Trainer:
                            step) as bar:
             for epoch in range(step // spe, n_epochs):
                 batches = epoch_batches(len(items), batch_size=t.batch_size, seed=t.seed,
-                                        epoch=epoch, num_processes=acc.num_processes,
-                                        process_index=acc.process_index)
+                                        epoch=epoch)
                 first = (step - epoch * spe) * t.grad_accum  # micro-batches already done
                 for g0 in range(first, len(batches), t.grad_accum):
                     if step >= self.total_steps:
@@ -305,6 +325,9 @@ class _Trainer:
                     lr = scheduler.get_last_lr()[0]
                     loss_sum = torch.zeros((), device=acc.device)
                     for j, idx in enumerate(group):
+                        # this process's slice and loss weight (the whole batch, 1.0, alone)
+                        idx, share = ddp.local_share(idx, items, acc.num_processes,
+                                                     acc.process_index)
                         batch = {k: v.to(acc.device, non_blocking=True)
                                  for k, v in collate([items[i] for i in idx],
                                                      pad_id=pad).items()}
@@ -314,7 +337,11 @@ class _Trainer:
                                            attention_mask=batch["attention_mask"]).logits
                             loss = causal_lm_loss(logits, batch["labels"], kind=t.loss,
                                                   mar_detach=t.mar_detach)
-                            acc.backward(loss / len(group))
+                            if acc.num_processes > 1:  # DDP averages: weight * N
+                                loss = loss * share
+                                acc.backward(loss * acc.num_processes / len(group))
+                            else:
+                                acc.backward(loss / len(group))
                         loss_sum += loss.detach()
                     if t.max_grad_norm is not None:
                         acc.clip_grad_norm_(params, t.max_grad_norm)
