@@ -38,7 +38,9 @@ def add(config: Path,
         out: Optional[Path] = typer.Option(None, help="write the config here (default: CONFIG "
                                                       "itself; comments are not kept)")) -> None:
     """Add a `data.canaries` section (and the `canaries` probe to `audit.probes`) to a run
-    config; `finemem train` then plants the canaries and `finemem audit` measures them."""
+    config; `finemem train` then plants the canaries and `finemem audit` measures them.
+
+    Example: finemem canaries add run.yaml && finemem train --config run.yaml"""
     import yaml
 
     from finemem.audit.probes import resolve_probes
@@ -79,7 +81,9 @@ def add(config: Path,
 @canaries_app.command("show")
 def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC / TPR")) -> None:
     """Per tier and checkpoint: exposure, greedy-extraction rate and the attack's TPR at 1%
-    FPR against the twins, each with its 95% interval (from `finemem audit`)."""
+    FPR against the twins, each with its 95% interval (from `finemem audit`).
+
+    Example: finemem canaries show runs/my-run"""
     from rich.console import Console
     from rich.table import Table
 

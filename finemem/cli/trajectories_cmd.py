@@ -16,7 +16,9 @@ def register(app: typer.Typer) -> None:
             ) -> None:
         """Per audited training example (the membership and canaries probes'): the first
         checkpoint where greedy decoding reproduces it, whether it was forgotten later, and
-        its loss at every checkpoint. Prints how many were memorized by each checkpoint."""
+        its loss at every checkpoint. Prints how many were memorized by each checkpoint.
+
+        Example: finemem trajectories runs/my-run --out runs/my-run/trajectories.csv"""
         from rich.console import Console
         from rich.table import Table
 

@@ -62,6 +62,9 @@ class RunData:
         except (UserError, ValueError) as e:
             error = str(e)
         store = Store(run_dir / "results.sqlite")
+        if summary is None and not store.metrics(split="test", name="perplexity"):
+            error = (f"the stage table needs the default probes; run `finemem audit {run_dir}` "
+                     "(the probes run so far do not recommend a checkpoint)")
         ckpts = [{"name": BASE, "step": 0, "epoch": 0.0, "kind": "base",
                   "content_hash": None}] + store.checkpoints()
         try:
