@@ -153,3 +153,13 @@ def test_bad_inputs(run, tmp_path, capsys, monkeypatch):
     shutil.copytree(run, bare, ignore=shutil.ignore_patterns("checkpoints", "results.sqlite*"))
     (bare / "manifest.jsonl").unlink()
     _one_line_error(cli("audit", str(bare), "--probes", "extraction"), "manifest")
+
+
+def test_report_has_the_extraction_section(run):
+    r = runner.invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    html = (run / "report" / "index.html").read_text()
+    assert "<h2" in html and "Extraction" in html
+    assert "extraction ratios over training" in html                  # the curve
+    assert "attention entropy correlation per layer and head" in html  # the heatmap
+    assert "true suffix" in html                                       # generations shown
