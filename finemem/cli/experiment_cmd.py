@@ -27,6 +27,10 @@ def register(app: typer.Typer) -> None:
     def reproduce(experiment: str = typer.Argument(..., help=" | ".join(names)),
                   out: Path = typer.Option(Path("runs/reproduce"), help="folder for the runs"),
                   doc: Path = typer.Option(Path("docs/REPLICATION.md"), help="report to write"),
+                  settings: Optional[Path] = typer.Option(
+                      None, help="your settings YAML in place of the shipped one (same keys; "
+                                 "e.g. task-disparity on your own files: tasks, and "
+                                 "run.data.train.source: 'data/{task}.jsonl')"),
                   ) -> None:
         """Run a longer experiment on the built-in setup and write its report (for
         over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits.
@@ -39,6 +43,7 @@ def register(app: typer.Typer) -> None:
             how = f" (it runs with `{exp.command}`)" if exp.command else ""
             raise UserError(f"experiment '{experiment}' is not one `finemem reproduce` runs"
                             f"{how}; reproducible: {', '.join(names)}", field="experiment")
+        exp.settings_path = settings
         exp.run(out, doc=doc)
 
     @app.command()

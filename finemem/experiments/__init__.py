@@ -43,8 +43,19 @@ class Experiment(ABC):
     reproducible: ClassVar[bool] = False  # run by `finemem reproduce NAME`
     command: ClassVar[str] = ""          # its own command, when it has one (`finemem demo`)
 
+    settings_path: Path | None = None     # a user's settings file replacing the shipped one
+
+    @property
+    def settings_source(self) -> str:
+        """Where the settings come from, for error messages."""
+        return str(self.settings_path or self.settings_file)
+
     def settings(self) -> dict:
-        """The experiment's YAML settings (a fresh copy on every call)."""
+        """The experiment's YAML settings (a fresh copy on every call): the user's file when
+        `settings_path` is set (`finemem reproduce NAME --settings FILE`), else the shipped
+        one."""
+        if self.settings_path is not None:
+            return _load_user_settings(Path(self.settings_path))
         return load_settings(self.settings_file)[0]
 
     @abstractmethod
@@ -83,6 +94,20 @@ def load_settings(filename: str) -> tuple[dict, str]:
         raise UserError(f"experiment settings '{filename}' are not in the package "
                         "(finemem/experiments/)") from None
     return yaml.safe_load(text) or {}, text
+
+
+def _load_user_settings(path: Path) -> dict:
+    if not path.is_file():
+        raise UserError("settings file not found", source=str(path))
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        mark = getattr(e, "problem_mark", None)
+        raise UserError(f"invalid YAML: {getattr(e, 'problem', e)}", source=str(path),
+                        row=mark.line + 1 if mark else None) from None
+    if not isinstance(raw, dict):
+        raise UserError("the settings must be a mapping of keys", source=str(path))
+    return raw
 
 
 def _load_builtin() -> None:

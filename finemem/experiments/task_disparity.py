@@ -40,11 +40,11 @@ class TaskDisparity(Experiment):
         plan = self.settings()
         for key in ("tasks", "high", "low", "run"):
             if not plan.get(key):
-                raise UserError("missing", source=self.settings_file, field=key)
+                raise UserError("missing", source=self.settings_source, field=key)
         stray = sorted(set(plan["high"] + plan["low"]) - set(plan["tasks"]))
         if stray:
-            raise UserError(f"{', '.join(stray)} not among tasks", source=self.settings_file,
-                            field="high")
+            raise UserError(f"{', '.join(stray)} not among tasks",
+                            source=self.settings_source, field="high")
         return plan
 
     def configs(self, out: Path) -> dict:
@@ -55,7 +55,7 @@ class TaskDisparity(Experiment):
         for task in plan["tasks"]:
             raw = _fill(copy.deepcopy(plan["run"]), task)
             raw["run_dir"] = str(Path(out) / task)
-            cfgs[task] = parse_config(raw, source=f"{self.settings_file}: run ({task})")
+            cfgs[task] = parse_config(raw, source=f"{self.settings_source}: run ({task})")
         return cfgs
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,
