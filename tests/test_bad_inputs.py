@@ -4,17 +4,20 @@ Each case runs `finemem ...` the way the console script does (`finemem.cli.main(
 argv) and checks: exit status 2, no traceback, exactly one line besides warnings, naming what
 is wrong and where (the expected fragments), and no file created or changed (every file
 under the case's folder hashed before and after; the run fixtures are copied into it first).
-The one exception is named in its case: a disk that fills up during a checkpoint write may
-add train-log rows to the results store, which a rerun overwrites with the same values.
+The one exception is named in its case: a disk that fills up during a checkpoint write (of a
+resumed run) may add train-log rows to the results store, which a rerun overwrites with the
+same values, and rewrites distributed.json (the layout of the latest launch); checkpoints/,
+state/ and every other file stay as they were, so the rerun resumes from the same point.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -30,8 +33,6 @@ class Case:
     setup: Callable  # (case folder, fixtures) -> argv (paths inside the case folder)
     expect: tuple[str, ...]  # fragments of the one error line
     skip_files: tuple[str, ...] = ()  # file names left out of the before/after hash
-    xfail: str | None = None
-    extra: dict = field(default_factory=dict)
 
 
 # -------------------------------------------------------------------- fixtures and helpers
@@ -130,6 +131,13 @@ def _config_text(text: str):
     return lambda root, fx: ["train", "--config", write_cfg(root, text)]
 
 
+def _config_bytes(data: bytes):
+    def setup(root, fx):
+        (root / "c.yaml").write_bytes(data)
+        return ["train", "--config", str(root / "c.yaml")]
+    return setup
+
+
 def _config(**over):
     return lambda root, fx: ["train", "--config", write_cfg(root, base_cfg(root, **over))]
 
@@ -214,27 +222,21 @@ def _too_long_for_context(root, fx):
 
 
 def _disk_full(root, fx):
-    """A resumable run (checkpoint at step 2 of 4) whose next checkpoint write hits ENOSPC."""
+    """A resumable run (checkpoints up to step 3 of 4) whose next checkpoint write hits
+    ENOSPC (the `ckpt_write` fault point raising OSError)."""
     from finemem import faults
-
-    run = copy_run(fx, "full", root)
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
-    cfg["training"]["max_steps"] = 4  # a new config: trains into a fresh copy below
-    fresh = root / "run4"
-    cfg["run_dir"] = str(fresh)
-    path = write_cfg(root, cfg, "run4.yaml")
     from finemem.config import load_config
     from finemem.train import train
     from finemem.train.loop import CRASH_ENV, SimulatedCrash
 
-    import os
+    path = write_cfg(root, base_cfg(root, run_dir=str(root / "run4"),
+                                    **{"training.max_steps": 4}), "run4.yaml")
     os.environ[CRASH_ENV] = "3"
     try:
         with pytest.raises(SimulatedCrash):
             train(load_config(path), progress=False)
     finally:
         del os.environ[CRASH_ENV]
-    shutil.rmtree(run)
     faults._FAIL, faults._ACTIVE, faults._seen = {"ckpt_write": 1}, True, {}
     return ["train", "--config", path, "--no-progress"]
 
@@ -279,9 +281,7 @@ CASES = [
     Case("config is a list", _config_text("- a\n- b\n"), ("run.yaml", "mapping")),
     Case("config file not found", lambda root, fx: ["train", "--config", str(root / "no.yaml")],
          ("no.yaml", "not found")),
-    Case("non-UTF-8 config", lambda root, fx: ["train", "--config", str(
-        (root / "c.yaml").write_bytes(b"run_dir: \xff\xfe\n") and root / "c.yaml")],
-         ("c.yaml", "not UTF-8")),
+    Case("non-UTF-8 config", _config_bytes(b"run_dir: \xff\xfe\n"), ("c.yaml", "not UTF-8")),
     Case("unknown probe in the config", _config(**{"audit.probes": ["overmen"]}),
          ("audit.probes", "unknown probe")),
     # datasets
@@ -322,7 +322,8 @@ CASES = [
          lambda root, fx: ["audit", str(root), "--device", "cpu"], ("not a finemem run",)),
     Case("recommend before any audit", _recommend_unaudited, ("no audited checkpoints",)),
     Case("disk full during a checkpoint write", _disk_full, ("disk full", "rerun"),
-         skip_files=("results.sqlite", "results.sqlite-wal", "results.sqlite-shm")),
+         skip_files=("results.sqlite", "results.sqlite-wal", "results.sqlite-shm",
+                     "distributed.json")),  # the launch's layout, rewritten by every resume
     # CLI flags
     Case("--set without '='", _train_flags("--set", "training.epochs"),
          ("--set", "key=value")),

@@ -124,6 +124,10 @@ def test_relaxed_probe_stores_rates_curve_and_excess(sweep):
     ex = [m for m in rows if m["name"] == "excess_over_nonmembers"
           and json.loads(m["setting"]).get("outcome") == "relaxed"]
     assert len(ex) == 11 and all(m["n"] == 32 for m in ex)
+    from finemem.analysis.compare import relaxed_summary
+
+    line = relaxed_summary(sweep / "method-full")     # printed after `finemem audit`
+    assert line.startswith("Relaxed memorization (MiniLM cosine >= 0.7) at step-000004")
 
 
 @pytest.mark.integration
@@ -154,23 +158,48 @@ def test_compare_bad_inputs_one_line_exit_2(sweep, tmp_path):
     import subprocess
     import sys
 
-    def cli(*args):
-        p = subprocess.run([sys.executable, "-m", "finemem", "compare", *map(str, args)],
-                           capture_output=True, text=True, timeout=120)
-        return p.returncode, p.stderr.strip()
+    p = subprocess.run([sys.executable, "-m", "finemem", "compare", str(sweep), "--threshold",
+                        "1.5", "--out", str(tmp_path)], capture_output=True, text=True,
+                       timeout=120)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and "[0, 1]" in err and len(err.splitlines()) == 1, err
 
-    code, err = cli(sweep, "--threshold", "1.5", "--out", tmp_path)
-    assert code == 2 and "[0, 1]" in err and len(err.splitlines()) == 1
-    code, err = cli(sweep, "--at", "step-99", "--out", tmp_path)
-    assert code == 2 and "no checkpoint step-99" in err and len(err.splitlines()) == 1
-    code, err = cli(sweep / "method-full", "--out", tmp_path)
-    assert code == 2 and "at least two runs" in err
-    # a run on other data (another task): no shared training example
+    def cli(*args):  # in process: the UserError main() turns into one line and exit 2
+        r = runner.invoke(app, ["compare", *map(str, args), "--out", str(tmp_path)])
+        assert r.exit_code != 0 and isinstance(r.exception, UserError), r.output
+        assert "\n" not in str(r.exception)
+        return str(r.exception)
+
+    assert "no checkpoint step-99" in cli(sweep, "--at", "step-99")
+    assert "at least two runs" in cli(sweep / "method-full")
+    assert "--at 'latest'" in cli(sweep, "--at", "latest")
+    # a run on other data (its manifest rows differ): no shared training example
     other = tmp_path / "other"
     other.mkdir()
     shutil.copytree(sweep / "method-lora", other / "lora")
     man = other / "lora" / "manifest.jsonl"
     man.write_text("\n".join(json.dumps({**json.loads(x), "prompt_chars": 1})
                              for x in man.read_text().splitlines() if x.strip()) + "\n")
-    code, err = cli(sweep / "method-full", other / "lora", "--out", tmp_path)
-    assert code == 2 and "different data" in err and len(err.splitlines()) == 1
+    assert "different data" in cli(sweep / "method-full", other / "lora")
+
+
+@pytest.mark.integration
+def test_lora_vs_full_report_from_stored_results(sweep, tmp_path):
+    from finemem.config import load_config
+    from finemem.experiments.lora_vs_full import merge, report
+
+    assert merge({"a": {"b": 1, "c": 2}, "d": 1}, {"a": {"b": 3}}) == {"a": {"b": 3, "c": 2},
+                                                                       "d": 1}
+    cfgs = {n: load_config(sweep / n / "config.yaml") for n in ("method-full", "method-lora")}
+    plan = {"threshold": 0.7, "margin": 0.25, "claimed_reduction": 0.42,
+            "methods": {"reference": "method-full", "others": ["method-lora"]},
+            "duplication": ["method-full", "method-lora"],
+            "size": {"smaller": "method-lora", "larger": "method-full"}}
+    md = report(cfgs, plan, minutes=1.0, plot=tmp_path / "img" / "curves.png")
+    for heading in ("## Every run, final checkpoint", "## Claim: LoRA and head-only",
+                    "## Claim: full fine-tuning memorizes more with duplication",
+                    "## Claim: full fine-tuning memorizes more with model size"):
+        assert heading in md
+    assert "| method-lora | lora (r16, alpha 32)" in md and "42%" in md
+    assert md.count("**") >= 6                          # a verdict per claim
+    assert (tmp_path / "img" / "curves.png").is_file()

@@ -4,9 +4,10 @@ same per-example scores (within 1e-4) and the same stage labels; no example is s
 dropped when the counts do not divide; resume works under DDP; the main process alone writes.
 
 Every run is a subprocess with one torch thread (OMP_NUM_THREADS=1): on a 2-core machine two
-processes with two threads each run many times slower. Under a minute and a half on 2 cores.
+processes with two threads each run many times slower. About 100-115 s on a busy 2-core machine.
 """
 
+import importlib
 import json
 import os
 import sqlite3
@@ -145,6 +146,11 @@ def test_same_stage_labels_and_metrics(runs):
     assert keys[0] == keys[1] and len(keys[0]) > 20
 
 
+def test_finished_run_is_left_alone_under_the_launcher(runs):
+    r = finemem("train", "--config", str(runs[1].parent / "two.yaml"), "--num-processes", "2")
+    assert r.stdout.count("run is already complete") == 1, r.stdout
+
+
 def test_batch_that_does_not_divide_is_refused(runs, tmp_path):
     cfg = write_cfg(tmp_path, "odd", batch_size=7)
     r = finemem("train", "--config", str(cfg), "--num-processes", "2", check=False)
@@ -192,3 +198,51 @@ def test_audit_refuses_sharded_weights(monkeypatch):
     monkeypatch.setenv("ACCELERATE_DEEPSPEED_ZERO_STAGE", "3")
     with pytest.raises(UserError, match="ZeRO-3"):
         ddp.check_audit_launch()
+
+
+# the GPU path's out-of-memory back-off, simulated on CPU --------------------------------
+def _oom_over(limit, real):
+    """`real`, raising torch.OutOfMemoryError for batches of more than `limit` rows."""
+    import torch
+
+    def fake(model, first, rows, *a, **kw):
+        if len(rows) > limit:
+            if hasattr(rows[0], "out"):  # a generation row: leave it half-done, as a real OOM
+                rows[0].out.append(3)
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return real(model, first, rows, *a, **kw)
+    return fake
+
+
+def test_scoring_halves_the_batch_on_out_of_memory(monkeypatch):
+    sc = importlib.import_module("finemem.engine.score")  # the module, not the function
+    from test_engine_helpers import memorized
+
+    model, tok, pairs, _ = memorized()
+    want = sc.score(model, pairs)
+    monkeypatch.setattr(sc, "_score_batch", _oom_over(2, sc._score_batch))
+    got = sc.score(model, pairs)
+    for a, b in zip(want, got):
+        assert np.allclose(a.logprob, b.logprob, atol=1e-5) and (a.correct == b.correct).all()
+    monkeypatch.setattr(sc, "_score_batch", _oom_over(0, sc._score_batch))
+    from finemem.errors import UserError
+
+    with pytest.raises(UserError, match="out of memory scoring one example"):
+        sc.score(model, pairs[:3])
+
+
+def test_generation_halves_the_batch_on_out_of_memory(monkeypatch):
+    gm = importlib.import_module("finemem.engine.generate")
+    from test_engine_helpers import memorized
+
+    model, tok, pairs, _ = memorized()
+    prompts = [c for c, _ in pairs]
+    kw = dict(max_new_tokens=8, do_sample=True, n=2, seeds=list(range(len(prompts))))
+    want = gm.generate(model, tok, prompts, batch_size=16, **kw)
+    monkeypatch.setattr(gm, "_run_batch", _oom_over(3, gm._run_batch))
+    got = gm.generate(model, tok, prompts, batch_size=16, **kw)
+    assert [[g.token_ids for g in gs] for gs in got] == [[g.token_ids for g in gs] for gs in want]
+    # a token budget alone gives the same tokens
+    budget = gm.generate(model, tok, prompts, batch_size=16, max_tokens_per_batch=40, **kw)
+    assert [[g.token_ids for g in gs] for gs in budget] == \
+        [[g.token_ids for g in gs] for gs in want]

@@ -58,13 +58,20 @@ def test_zero_cells_and_useless_duplication_refused(config, tmp_path):
 
 
 def test_cli_zero_cells_one_line_exit_2(config, tmp_path):
-    for args in (["--lrs", ""], ["--grid", "training.lr="], ["--duplication", "4"]):
-        p = subprocess.run([sys.executable, "-m", "finemem", "sweep", "--config", str(config),
-                            "--out", str(tmp_path / "sw"), *args],
-                           capture_output=True, text=True, timeout=120)
-        err = p.stderr.strip()
-        assert p.returncode == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
-    assert not (tmp_path / "sw").exists() or not any((tmp_path / "sw").iterdir())
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+
+    base = ["sweep", "--config", str(config), "--out", str(tmp_path / "sw")]
+    p = subprocess.run([sys.executable, "-m", "finemem", *base, "--lrs", ""],
+                       capture_output=True, text=True, timeout=120)
+    err = p.stderr.strip()
+    assert p.returncode == 2 and err.startswith("error:") and len(err.splitlines()) == 1, err
+    assert "zero cells" in err
+    for args in (["--grid", "training.lr="], ["--duplication", "4"], ["--ranks", ","]):
+        r = CliRunner().invoke(app, [*base, *args])   # main() prints these as one line, exit 2
+        assert isinstance(r.exception, UserError) and "\n" not in str(r.exception), r.output
+    assert not (tmp_path / "sw").exists()              # refused before anything is written
 
 
 @pytest.mark.integration

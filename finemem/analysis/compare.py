@@ -221,14 +221,14 @@ def shared_ids(sides: list[Side]) -> tuple[list[str], list[str], list[str]]:
     return sorted(mem), sorted(non), notes
 
 
-def _flags(side: Side, s: str, ids: list[str], outcome: str, threshold: float) -> np.ndarray:
+def outcome_flags(side: Side, s: str, ids: list[str], outcome: str, threshold: float) -> np.ndarray:
     if outcome == "relaxed":
         return relaxed_flags([side.per[s][i]["cos"] for i in ids],
                              threshold=threshold).astype(float)
     return np.array([side.per[s][i][outcome] for i in ids], dtype=float)
 
 
-def _rate(flags: np.ndarray) -> tuple[float, float, float]:
+def wilson(flags: np.ndarray) -> tuple[float, float, float]:
     r = Rate.from_counts(int(flags.sum()), int(flags.size))
     return r.value, r.lo, r.hi
 
@@ -285,24 +285,25 @@ def compare(sides: list[Side], *, threshold: float = 0.8, thresholds=DEFAULT_THR
     for i, side in enumerate(sides):
         row = Row(side)
         for o in OUTCOMES:
-            f = {s: _flags(side, s, ids[s], o, threshold) for s in SETS}
+            f = {s: outcome_flags(side, s, ids[s], o, threshold) for s in SETS}
             for s in SETS:
-                row.rates[(o, s)] = _rate(f[s])
+                row.rates[(o, s)] = wilson(f[s])
             d = f["members"].mean() - f["nonmembers"].mean()
             row.excess[o] = (float(d), *bootstrap_diff_ci(f["members"], f["nonmembers"],
                                                           n_boot=n_boot))
             if i != ri:
                 row.reduction[o] = paired_reduction_ci(
-                    _flags(ref, "members", mem, o, threshold), f["members"], n_boot=n_boot)
+                    outcome_flags(ref, "members", mem, o, threshold), f["members"], n_boot=n_boot)
         for s in SETS:
-            row.curve[s] = [(t, *_rate(_flags(side, s, ids[s], "relaxed", t)))
+            row.curve[s] = [(t, *wilson(outcome_flags(side, s, ids[s], "relaxed", t)))
                             for t in thresholds]
         if i != ri:
             row.comparable, row.perf_note = performance_gap(ref, side, margin)
             if not row.comparable:
                 notes.append(f"{side.label} is not at comparable task performance to "
                              f"{ref.label} ({row.perf_note}; margin {margin:g}): its "
-                             "reduction mixes less memorization with a worse (or better) fit")
+                             "difference in memorization comes with a different fit, so it "
+                             "is not a like-for-like reduction")
         rows.append(row)
     return Comparison(rows, ref.label, threshold, list(thresholds), margin, len(mem), len(non),
                       notes)
@@ -327,28 +328,35 @@ def _perf(m: dict | None, digits: int = 3) -> str:
 
 
 def table(cmp: Comparison):
-    """A rich table: one line per run."""
+    """A rich table: one line per run (the CSV has every number)."""
     from rich.table import Table
 
-    t = Table(title=f"Memorization at comparable task performance? (reference: {cmp.reference};"
-                    f" {cmp.members} members, {cmp.nonmembers} non-members; 95% intervals)")
-    for col in ("run", "checkpoint", "method", "test PPL", "test acc",
-                f"relaxed >= {cmp.threshold:g}: members", "non-members", "excess",
-                "exact: members", "verbatim: members",
-                "reduction vs reference (relaxed)", "(exact)", "comparable?"):
+    t = Table(title=f"Memorization vs task performance (reference: {cmp.reference}; "
+                    f"{cmp.members} members, {cmp.nonmembers} non-members; 95% intervals)")
+    acc = any(r.side.test_acc for r in cmp.rows)
+    cols = ["run", "checkpoint", "method", "test PPL"] + (["test acc"] if acc else []) + [
+        f"relaxed >= {cmp.threshold:g}: members", "non-members", "excess", "exact", "verbatim",
+        "reduction vs reference: relaxed", "verbatim", "comparable?"]
+    for col in cols:
         t.add_column(col)
     for r in cmp.rows:
         s = r.side
         method = s.settings["method"] + (f" r{s.settings['lora_r']}" if s.settings["lora_r"]
                                           else "")
+        if s.settings["duplication"] > 1:
+            method += f" x{s.settings['duplication']}"
         comp = ("reference" if r.comparable is None else
                 "yes" if r.comparable else f"NO: {r.perf_note}")
-        t.add_row(s.label, s.checkpoint, method, _perf(s.test_ppl), _perf(s.test_acc, 2),
-                  fmt(r.rates[("relaxed", "members")]), fmt(r.rates[("relaxed", "nonmembers")]),
+        ppl = f"{s.test_ppl['value']:.2f}" if s.test_ppl else "-"
+        cells = [s.label, s.checkpoint, method, ppl]
+        if acc:
+            cells.append(_perf(s.test_acc, 2))
+        cells += [fmt(r.rates[("relaxed", "members")]), fmt(r.rates[("relaxed", "nonmembers")]),
                   fmt(r.excess["relaxed"]), fmt(r.rates[("exact", "members")]),
                   fmt(r.rates[("verbatim", "members")]),
                   fmt(r.reduction.get("relaxed"), pct=True),
-                  fmt(r.reduction.get("exact"), pct=True), comp)
+                  fmt(r.reduction.get("verbatim"), pct=True), comp]
+        t.add_row(*cells)
     return t
 
 
@@ -454,3 +462,23 @@ def run_compare(paths, *, at: str = "final", out: Path | None = None, threshold:
     (out / "notes.txt").write_text("\n".join(cmp.notes) + ("\n" if cmp.notes else ""))
     console.print(f"wrote {csv_path}, {csv_path.with_name('compare_curves.csv')}, {png}")
     return cmp
+
+
+def relaxed_summary(run_dir) -> str | None:
+    """One line on the relaxed probe's results at the run's last audited checkpoint (printed
+    after `finemem audit --probes relaxed`), or None when it has none."""
+    from finemem.analysis.extraction import extraction_rows
+    from finemem.config import load_config
+
+    t = load_config(Path(run_dir) / "config.yaml").audit.section("relaxed").threshold
+    for r in reversed(extraction_rows(run_dir)):
+        m = r.get("members", "relaxed_memorization_rate", threshold=t)
+        n = r.get("nonmembers", "relaxed_memorization_rate", threshold=t)
+        e = r.get("excess", "excess_over_nonmembers", outcome="relaxed", threshold=t)
+        if m and n and e:
+            def ci(x, sign=""):
+                return f"{x['value']:{sign}.2f} [{x['lo']:{sign}.2f}, {x['hi']:{sign}.2f}]"
+            return (f"Relaxed memorization (MiniLM cosine >= {t:g}) at {r.name}: members "
+                    f"{ci(m)}, non-members {ci(n)}, excess {ci(e, '+')}; the curve over "
+                    "thresholds: `finemem compare` or the store (relaxed_memorization_rate).")
+    return None

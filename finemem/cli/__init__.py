@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import errno
 import importlib
+import sqlite3
 import sys
 
 import typer
@@ -58,11 +59,13 @@ def main() -> None:
     except Interrupted as e:
         typer.echo(str(e), err=True)
         sys.exit(130)
-    except OSError as e:
-        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+    except (OSError, sqlite3.OperationalError) as e:  # a full disk, wherever it is hit
+        if getattr(e, "errno", None) not in (errno.ENOSPC, errno.EDQUOT) and \
+                not (isinstance(e, sqlite3.OperationalError) and "full" in str(e)):
             raise
-        typer.echo(f"error: {e.filename or 'disk'}: disk full ({e.strerror}); free some space "
-                   "and rerun the same command: it resumes", err=True)
+        where = getattr(e, "filename", None) or "disk"
+        typer.echo(f"error: {where}: disk full ({getattr(e, 'strerror', None) or e}); free "
+                   "some space and rerun the same command: it resumes", err=True)
         sys.exit(2)
     except (typer.Abort, KeyboardInterrupt):
         typer.echo("aborted", err=True)

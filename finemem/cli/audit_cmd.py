@@ -124,6 +124,11 @@ def _show(run_dir: Path) -> None:
     from finemem.store import Store
 
     if print_extraction(run_dir):
+        from finemem.analysis.compare import relaxed_summary
+
+        line = relaxed_summary(run_dir)
+        if line:
+            typer.echo(line)
         typer.echo("")
     with Store(Path(run_dir) / "results.sqlite") as store:
         if not store.metrics(split="test", name="perplexity"):

@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from finemem.engine.score import _device, _progress, forward_params
+from finemem.engine.score import _Batch, _device, _progress, forward_params, is_oom
 from finemem.errors import UserError
 from finemem.models.load import pad_id
 
@@ -108,6 +108,12 @@ class _Row:
         self.gen = None
         if seed is not None:
             self.gen = torch.Generator().manual_seed(seed)
+
+    def reset(self) -> None:
+        """Back to the start (after its batch ran out of memory): the same tokens again."""
+        self.out, self.entropy, self.reason = [], 0.0, ""
+        if self.seed is not None:
+            self.gen = torch.Generator().manual_seed(self.seed)
 
 
 def _hit_stop(tokenizer, out: list[int], stops: list[str], window: int) -> bool:
@@ -186,6 +192,7 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
              do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0,
              top_k: int = 0, n: int = 1, seeds: list[int] | None = None,
              stop_strings: list[str] | None = None, batch_size: int = 64,
+             max_tokens_per_batch: int | None = None,
              progress: bool = False) -> list[list[Generation]]:
     """Generate ``n`` continuations of each prompt; returns ``out[i][j]`` for prompt i, sample j.
 
@@ -201,6 +208,9 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
         independent of list order too.
     stop_strings : stop when the generated text contains any of them.
     batch_size : rows per forward pass.
+    max_tokens_per_batch : also keep rows x (longest prompt + max_new_tokens) within this
+        token budget (None: batch_size alone). A batch that runs out of GPU memory is retried
+        in halves, and the rest of the call uses the halved size.
     """
     if max_new_tokens < 1 or n < 1 or batch_size < 1:
         raise UserError("generate: max_new_tokens, n and batch_size must all be >= 1")
@@ -219,20 +229,66 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
              for j in range(per_prompt)] for i, p in enumerate(prompts)]
     flat = [r for rs in rows for r in rs]
     order = sorted(range(len(flat)), key=lambda k: -len(flat[k].prompt))
-    batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    batches = _plan_rows(order, flat, batch_size, max_tokens_per_batch, max_new_tokens)
     pad = pad_id(tokenizer)
     sampling = (temperature, top_k, top_p) if do_sample else None
     eos = eos_ids(model, tokenizer)
     was_training = model.training
     model.eval()
     try:
-        for batch in _progress(batches, progress, "generating"):
-            _run_batch(model, tokenizer, [flat[k] for k in batch],
-                       max_new_tokens=max_new_tokens, sampling=sampling, eos=eos, stops=stops,
-                       pad_id=pad)
+        for batch in _progress(_backoff_rows(batches, flat), progress, "generating"):
+            try:
+                _run_batch(model, tokenizer, [flat[k] for k in batch],
+                           max_new_tokens=max_new_tokens, sampling=sampling, eos=eos,
+                           stops=stops, pad_id=pad)
+            except Exception as e:
+                if not is_oom(e):
+                    raise
+                batch.oom = True  # _backoff_rows retries it in halves
     finally:
         model.train(was_training)
     out = [[_finish(tokenizer, r, stops) for r in rs] for rs in rows]
     if not do_sample:
         out = [[replace(gs[0], token_ids=list(gs[0].token_ids)) for _ in range(n)] for gs in out]
     return out
+
+
+def _plan_rows(order: list[int], flat: list[_Row], batch_size: int, budget: int | None,
+               max_new_tokens: int) -> list[list[int]]:
+    """Rows (longest prompt first) in batches of at most batch_size rows and, with a budget,
+    rows x (longest prompt + max_new_tokens) <= budget (a longer row alone)."""
+    out: list[list[int]] = []
+    cur: list[int] = []
+    for k in order:
+        longest = len(flat[cur[0]].prompt) if cur else len(flat[k].prompt)
+        if cur and (len(cur) >= batch_size or
+                    (budget and (len(cur) + 1) * (longest + max_new_tokens) > budget)):
+            out.append(cur)
+            cur = []
+        cur.append(k)
+    if cur:
+        out.append(cur)
+    return out
+
+
+def _backoff_rows(batches: list[list[int]], flat: list[_Row]):
+    """Yield the batches; after one runs out of memory (the caller sets `.oom`), reset its
+    rows and go on with batches of half its size. A single row that does not fit is a
+    `UserError`."""
+    queue = [_Batch(b) for b in batches]
+    while queue:
+        batch = queue.pop(0)
+        yield batch
+        if not batch.oom:
+            continue
+        if len(batch) == 1:
+            raise UserError(f"out of memory generating for one prompt of "
+                            f"{len(flat[batch[0]].prompt)} tokens; use a smaller model or "
+                            "dtype, or fewer max_new_tokens")
+        for k in batch:
+            flat[k].reset()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        size = max(1, len(batch) // 2)
+        rest = list(batch) + [k for b in queue for k in b]
+        queue = [_Batch(rest[i:i + size]) for i in range(0, len(rest), size)]

@@ -10,6 +10,8 @@ How it runs:
     pairs are sorted by that length (longest first) and packed into batches of at most
     ``max_tokens_per_batch`` padded tokens (rows x longest row; at most 2048 on CPU, where
     smaller batches run faster); a pair longer than the budget gets a batch of its own;
+    a batch that runs out of GPU memory halves the budget for it and the rest of the call
+    (re-planned) instead of crashing;
   * rows are right-padded and position ids are ``0..L-1``. Under a causal mask a real token
     never sees a pad that follows it, so the pads change nothing and no padding mask is needed
     (the invariance tests check this);
@@ -279,9 +281,15 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
     model.eval()
     pos = 0
     try:
-        for batch in _progress(batches, progress, "scoring"):
+        for batch in _progress(_backoff_batches(batches, lengths, budget), progress, "scoring"):
             rows = [(list(pairs[i][0]), list(pairs[i][1])) for i in batch]
-            cols = _score_batch(model, parts, rows, min_k_stats, pad_id=0)
+            try:
+                cols = _score_batch(model, parts, rows, min_k_stats, pad_id=0)
+            except Exception as e:  # out of memory: halve the budget, re-plan, retry
+                if not is_oom(e):
+                    raise
+                batch.oom = True  # _backoff_batches re-plans from this batch
+                continue
             n = cols[0].shape[0]
             for dst, col in zip(flat, cols):
                 dst[pos:pos + n] = col
@@ -296,6 +304,39 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
         views = [f[a:b] for f in flat]
         out.append(TokenScores(*views) if min_k_stats else TokenScores(*views, None, None))
     return out
+
+
+def is_oom(e: BaseException) -> bool:
+    """An out-of-memory error of CUDA (torch.OutOfMemoryError) or MPS."""
+    oom = getattr(torch, "OutOfMemoryError", None)
+    return (oom is not None and isinstance(e, oom)) or \
+        (isinstance(e, RuntimeError) and "out of memory" in str(e).lower())
+
+
+class _Batch(list):
+    """A planned batch; `oom` is set when it ran out of memory."""
+    oom = False
+
+
+def _backoff_batches(batches: list[list[int]], lengths: list[int], budget: int):
+    """Yield the planned batches; after one runs out of memory (the caller sets `.oom`),
+    halve the token budget, free the cached memory and re-plan it and the batches after it.
+    A single example that does not fit is a `UserError`."""
+    queue = [_Batch(b) for b in batches]
+    while queue:
+        batch = queue.pop(0)
+        yield batch
+        if not batch.oom:
+            continue
+        if len(batch) == 1:
+            raise UserError(f"out of memory scoring one example of {lengths[batch[0]]} "
+                            "tokens; use a smaller model or dtype, or clip data.max_length")
+        budget = max(1, budget // 2)
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+        rest = list(batch) + [i for b in queue for i in b]
+        queue = [_Batch([rest[j] for j in b])
+                 for b in plan_batches([lengths[i] for i in rest], budget)]
 
 
 def _progress(items, on: bool, desc: str):

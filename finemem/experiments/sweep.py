@@ -213,9 +213,10 @@ def run_sweep(config: Path, *, grid: dict[str, list], out: Path, epochs: int | N
     console = console or Console()
     if probes is not None and "likelihood" not in probes:
         probes = ["likelihood", *probes]  # the sweep table reads test PPL
+    todo = sweep_configs(config, grid, out, epochs=epochs)  # every cell checked first
     cells = []
     out.mkdir(parents=True, exist_ok=True)
-    for name, values, cfg in sweep_configs(config, grid, out, epochs=epochs):
+    for name, values, cfg in todo:
         console.rule(", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
         train(cfg)
         audit_run(cfg.run_dir, probes=probes)

@@ -128,11 +128,13 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
          "| task | members (n) | median tokens | exact | verbatim: members | non-members | "
          "excess | excess (any category) | onset epoch (verbatim excess > 0) | "
          "mean excess over training |", "|---|---|---|---|---|---|---|---|---|---|"]
+    areas, medians = {}, {}
     for t, r in final.items():
         mem = r.get("members", "exact_greedy_extractable") or {}
         lens = example_outcomes(cfgs[t].run_dir, r.name)["members"][1]
         onset = onset_epoch(rows[t], "verbatim")
         area = curve_area(rows[t], "excess", "excess_over_nonmembers", outcome="verbatim")
+        areas[t], medians[t] = area, float(np.median(lens)) if lens.size else math.nan
         L.append(f"| {t} | {mem.get('n', '-')} | {int(np.median(lens)) if lens.size else '-'} "
                  f"| {_ci(mem)} | "
                  f"{_ci(r.get('members', 'memorization_ratio', category='verbatim'))} | "
@@ -182,15 +184,20 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         else:
             L.append(f"- Within length bin {name} tokens: not comparable (a group has no task "
                      "with >= 5 members and non-members in the bin)")
-    L += ["", "What the numbers say: a task's excess is the share of its training texts "
-          "whose suffix comes back from the prefix minus the same share on texts it never "
-          "saw; the template a task shares across examples is in both, so only the excess "
-          "is memorization of those examples. Length bins compare texts of similar length, "
-          "so a difference that survives inside a bin is not a length effect. On this "
-          "~1M-parameter base and 64 texts per task the order of the tasks follows how much "
-          "each text has to be stored, which the paper's setting (7B models, long texts) "
-          "does not vary in the same way; read the verdicts as what this setup shows, not "
-          "as a test of the paper at scale."]
+    by_area = sorted(areas, key=lambda t: -areas[t] if not math.isnan(areas[t]) else 1)
+    by_len = sorted(medians, key=lambda t: -medians[t] if not math.isnan(medians[t]) else 1)
+    L += ["", "Order of the tasks by memorization over training (mean verbatim excess): "
+          + " > ".join(f"{t} ({areas[t]:.2f})" for t in by_area)
+          + "; by median tokens per probed text: "
+          + " > ".join(f"{t} ({medians[t]:.0f})" for t in by_len) + ".", "",
+          "How to read it: a task's excess is the share of its training texts whose suffix "
+          "comes back from the prefix minus the same share on texts it never saw; the "
+          "template a task shares across examples is in both, so only the excess is "
+          "memorization of those examples. Length bins compare texts of similar length, so a "
+          "difference that survives inside a bin is not a length effect; where a bin holds "
+          "one group only, the tasks cannot be compared at that length. These are small "
+          "models on procedural text: read the verdicts as what this setup shows, not as a "
+          "test of the paper at its scale."]
     return "\n".join(L)
 
 

@@ -94,5 +94,20 @@ def paired_reduction_ci(reference, other, *, n_boot: int = 1000, conf: float = 0
     return value, float(lo), float(hi)
 
 
-__all__ = ["DEFAULT_THRESHOLDS", "check_threshold", "paired_reduction_ci", "relative_reduction",
-           "relaxed_flags", "relaxed_memorization_rate", "threshold_curve"]
+def paired_diff_ci(a, b, *, n_boot: int = 1000, conf: float = 0.95, seed: int = 0
+                   ) -> tuple[float, float, float]:
+    """(mean(b) - mean(a), lo, hi) for the same examples under two models, with a percentile
+    bootstrap interval that resamples examples jointly; nans for no examples."""
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape:
+        raise ValueError(f"paired arrays differ in shape: {a.shape} vs {b.shape}")
+    if not a.size:
+        return math.nan, math.nan, math.nan
+    idx = np.random.default_rng(seed).integers(0, a.size, size=(n_boot, a.size))
+    boots = b[idx].mean(1) - a[idx].mean(1)                     # (n_boot,)
+    lo, hi = np.quantile(boots, [(1 - conf) / 2, (1 + conf) / 2])
+    return float(b.mean() - a.mean()), float(lo), float(hi)
+
+
+__all__ = ["DEFAULT_THRESHOLDS", "check_threshold", "paired_diff_ci", "paired_reduction_ci",
+           "relative_reduction", "relaxed_flags", "relaxed_memorization_rate", "threshold_curve"]

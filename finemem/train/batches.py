@@ -64,6 +64,8 @@ def epoch_batches(n: int, *, batch_size: int, seed: int, epoch: int, num_process
 
     With several processes, micro-batch i of the global order goes to process i % P; the list
     is first extended by cycling from its start so that every process gets the same count.
+    (The training loop does not use this: it splits each global micro-batch over the
+    processes instead, `finemem.distributed.local_share`, so no example repeats.)
     """
     g = torch.Generator().manual_seed(epoch_seed(seed, epoch))
     perm = torch.randperm(n, generator=g).tolist()

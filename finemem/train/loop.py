@@ -4,9 +4,11 @@ Usage:
     from finemem.train import train
     summary = train(load_config("run.yaml"))   # {"run_dir", "checkpoints", "loss_per_epoch", ...}
 
-Built on `accelerate.Accelerator`, so `accelerate launch $(which finemem) train ...` spreads the
-micro-batches over processes. AdamW, a transformers scheduler (constant / linear / cosine, with
-warmup), gradient accumulation and clipping. `max_steps`, when set, overrides `epochs` (as in
+Built on `accelerate.Accelerator`: `accelerate launch --multi_gpu -m finemem train ...` (or
+`finemem train --num-processes N`) splits every micro-batch over N processes with DDP, so the
+global batch and the numbers stay those of one process (`finemem.distributed`). AdamW, a
+transformers scheduler (constant / linear / cosine, with warmup), gradient accumulation and
+clipping. `max_steps`, when set, overrides `epochs` (as in
 the HF Trainer). Each micro-batch loss is the mean over its loss tokens; an optimizer step
 averages the losses of its micro-batches.
 
@@ -198,9 +200,10 @@ def _register_checkpoints(store: Store, run_dir: Path, upto: int) -> None:
 def _complete(run_dir: Path, cfg: RunConfig) -> dict:
     """The summary of a finished run, after making sure its store lists every checkpoint and
     says 'complete' (a kill can fall between the last checkpoint and that bookkeeping)."""
-    with Store(run_dir / "results.sqlite") as store:
-        _register_checkpoints(store, run_dir, ck.read_state(run_dir)["step"])
-        store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="complete")
+    if ddp.is_main():  # under a launcher, the main process alone writes the store
+        with Store(run_dir / "results.sqlite") as store:
+            _register_checkpoints(store, run_dir, ck.read_state(run_dir)["step"])
+            store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="complete")
     return _summary(run_dir, resumed_from=None, already_complete=True)
 
 
