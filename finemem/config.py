@@ -166,6 +166,13 @@ class TrainingConfig(_Strict):
     mixed_precision: Literal["no", "bf16", "fp16"] = Field(
         "no", description="autocast the forward pass (accelerate's mixed precision; fp16 needs a "
                           "GPU); the loss and the audit's scores are reduced in float32")
+    report_to: list[str] = Field(
+        default_factory=list, description="trackers the training loss and, with "
+        "stop_after_overmemorized, each checkpoint's audit metrics are logged to (accelerate's: "
+        "tensorboard, wandb, mlflow, ...); logs go to RUN_DIR/logs")
+    stop_after_overmemorized: int | None = Field(
+        None, gt=0, description="audit each checkpoint as it is saved and stop training after "
+        "this many consecutive over-memorized checkpoints (the stage rule, applied online)")
     compile: bool = Field(False, description="torch.compile the model (accelerate's dynamo "
                                              "backend 'inductor')")
 
@@ -273,6 +280,9 @@ class RunConfig(_Strict):
             d["training"].pop("mixed_precision")            # settings keep their digest
         if not d["training"].get("compile"):
             d["training"].pop("compile", None)
+        # where metrics are logged and when a watch stops training change no checkpoint
+        d["training"].pop("report_to", None)
+        d["training"].pop("stop_after_overmemorized", None)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved(self) -> "RunConfig":

@@ -54,6 +54,11 @@ def print_summary(summary: dict) -> None:
     shown = ", ".join(ck) if len(ck) <= 6 else f"{', '.join(ck[:3])}, ..., {', '.join(ck[-2:])}"
     console.print(f"checkpoints written: {len(ck)} ({shown})")
     console.print(f"run folder: [bold]{summary['run_dir']}[/bold]")
+    stop = summary.get("stopped_early")
+    if stop:
+        console.print(f"[yellow]stopped early[/] at {stop['checkpoint']} (step {stop['step']}): "
+                      f"{stop['overmemorized_in_a_row']} over-memorized checkpoints in a row; "
+                      f"ship [bold]{stop['ship']}[/bold]")
 
 
 def register(app: typer.Typer) -> None:

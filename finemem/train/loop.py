@@ -38,6 +38,7 @@ from finemem.errors import Interrupted, UserError
 from finemem.models.load import pad_id
 from finemem.store import Store
 from finemem.train import checkpoint as ck
+from finemem.train import watch
 from finemem.train.batches import collate, epoch_batches, items_digest
 from finemem.train.loss import causal_lm_loss
 from finemem.train.methods import param_groups
@@ -94,8 +95,12 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         if _is_done(run_dir):
             return _complete(run_dir, cfg)
 
-    acc = make_accelerator(cfg.device, cfg.training)
+    watch.check_trackers(cfg.training.report_to)
+    acc = make_accelerator(cfg.device, cfg.training, project_dir=run_dir / "logs")
     ddp.check_train_launch(cfg.training.batch_size, acc.num_processes)
+    if cfg.training.stop_after_overmemorized and acc.num_processes > 1:
+        raise UserError("stop_after_overmemorized audits on one process; train with one "
+                        "process, or audit afterwards", field="training.stop_after_overmemorized")
     set_seed(cfg.training.seed)
     with quiet_hf():
         prep = prepare(cfg, device=acc.device)  # every input check happens here, before writes
@@ -119,6 +124,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
         trainer = _Trainer(cfg, acc, prep, store, run_dir, progress=progress)
+        trainer.watch = watch.Watch(cfg, acc, run_dir)
         if acc.is_main_process:  # distributed.json: processes, effective batch, LR schedule
             ddp.write_layout(run_dir, cfg, acc, total_steps=trainer.total_steps,
                              steps_per_epoch=trainer.steps_per_epoch,
@@ -127,8 +133,10 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
             trainer.run(resumed)
         except (KeyboardInterrupt, OSError, sqlite3.OperationalError) as e:
             _stopped(e, trainer, run_dir, store, cfg.digest(), acc.is_main_process)
+        trainer.watch.close()
         if acc.is_main_process:
-            store.set_status(cfg.digest(), "complete")
+            store.set_status(cfg.digest(), "stopped-early" if trainer.stopped_early
+                             else "complete")
         acc.wait_for_everyone()  # every process returns the finished run's summary
         return _summary(run_dir, resumed_from=resumed["checkpoint"] if resumed else None,
                         already_complete=False, store=store)
@@ -159,7 +167,7 @@ def _stopped(e: BaseException, trainer: "_Trainer", run_dir: Path, store: Store,
                       f"resume ({where}, the last complete checkpoint)") from None
 
 
-def make_accelerator(device: str, training=None):
+def make_accelerator(device: str, training=None, project_dir: Path | None = None):
     """An `Accelerator` on `device` ('auto', 'cpu', 'cuda', 'mps'), with the mixed precision
     and torch.compile setting of `training` (a TrainingConfig; None: neither).
 
@@ -181,8 +189,10 @@ def make_accelerator(device: str, training=None):
     compiled = training is not None and training.compile
     # launched on a machine without CUDA: cpu=True, else accelerate sets up no gloo group
     cpu = device == "cpu" or (ddp.active() and not torch.cuda.is_available())
+    log_with = (training.report_to or None) if training is not None else None
     acc = Accelerator(cpu=cpu, mixed_precision=mp,
-                      dynamo_backend="inductor" if compiled else "no")
+                      dynamo_backend="inductor" if compiled else "no", log_with=log_with,
+                      project_dir=str(project_dir) if log_with and project_dir else None)
     ddp.check_world(acc.num_processes)
     return acc
 
@@ -203,13 +213,14 @@ def _complete(run_dir: Path, cfg: RunConfig) -> dict:
     if ddp.is_main():  # under a launcher, the main process alone writes the store
         with Store(run_dir / "results.sqlite") as store:
             _register_checkpoints(store, run_dir, ck.read_state(run_dir)["step"])
-            store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="complete")
+            store.put_run(cfg.digest(), cfg.model_dump(mode="json"),
+                          status="stopped-early" if watch.read_stop(run_dir) else "complete")
     return _summary(run_dir, resumed_from=None, already_complete=True)
 
 
 def _is_done(run_dir: Path) -> bool:
     st = ck.read_state(run_dir)
-    return bool(st and st.get("done"))
+    return bool(st and st.get("done")) or watch.read_stop(run_dir) is not None
 
 
 def _summary(run_dir: Path, *, resumed_from, already_complete: bool,
@@ -230,7 +241,7 @@ def _summary(run_dir: Path, *, resumed_from, already_complete: bool,
     return {"run_dir": str(run_dir), "checkpoints": ckpts,
             "loss_per_epoch": [sum(v) / len(v) for _, v in sorted(per_epoch.items())],
             "resumed_from": resumed_from, "already_complete": already_complete,
-            "steps": st.get("step", 0)}
+            "steps": st.get("step", 0), "stopped_early": watch.read_stop(run_dir)}
 
 
 class _Trainer:
@@ -246,6 +257,8 @@ class _Trainer:
         self.total_steps = self.t.max_steps or self.t.epochs * self.steps_per_epoch
         self.pending: list[tuple[int, float, torch.Tensor, float]] = []
         self.step = 0  # optimizer steps done (what an interrupt reports)
+        self.stopped_early = False  # by the over-memorization watch (finemem.train.watch)
+        self.watch = None
         self.data_digest = items_digest(prep.items)
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
@@ -264,8 +277,10 @@ class _Trainer:
         if not self.acc.is_main_process:
             self.pending = []
             return
-        self.store.log_train_many((s, e, loss, lr) for (s, e, _, lr), loss
-                                  in zip(self.pending, losses))
+        rows = [(s, e, loss, lr) for (s, e, _, lr), loss in zip(self.pending, losses)]
+        self.store.log_train_many(rows)
+        if self.watch is not None:
+            self.watch.log_train(rows)
         self.pending = []
 
     def _save(self, model, optimizer, scheduler, step: int) -> None:
@@ -356,6 +371,10 @@ class _Trainer:
                     faults.point("train_step")
                     if self._save_due(step):
                         self._save(model, optimizer, scheduler, step)
+                        if self.watch is not None and self.watch.after_save(
+                                ck.checkpoint_name(step), step):
+                            self.stopped_early = True
+                            return
                     elif len(self.pending) >= LOG_EVERY:
                         self._flush()
                     if bar is not None:
