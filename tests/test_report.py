@@ -135,11 +135,12 @@ def test_new_section_and_stored_metric_show_up(run, tmp_path):
 def test_compare_page(run, tmp_path):
     other = tmp_path / "other"
     shutil.copytree(run, other, ignore=shutil.ignore_patterns("checkpoints", "state"))
-    r = runner.invoke(app, ["report", str(run), str(other), "--out", str(tmp_path / "c.html"),
+    r = runner.invoke(app, ["report", str(run), str(other), "--out", "report/c.html",
                             "--json"])
     assert r.exit_code == 0, r.output
-    assert json.loads(r.output)["report"] == str(tmp_path / "c.html")
-    html = (tmp_path / "c.html").read_text("utf-8")
+    page = run.resolve() / "report" / "c.html"      # --out is inside the first run folder
+    assert json.loads(r.output)["report"] == str(page)
+    html = page.read_text("utf-8")
     assert 'data-section="compare"' in html and 'data-plot="compare"' in html
     assert (other / "report" / "index.html").is_file()
 

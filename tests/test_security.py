@@ -139,7 +139,8 @@ def test_offline_mode_makes_no_network_call_and_report_escapes_data(tmp_path):
              ["audit", str(run), "--device", "cpu", "--quiet"],
              ["export", str(run), "--format", "json"],
              ["export", str(run), "--format", "csv", "--out", "../escape"],
-             ["report", str(run)]]
+             ["report", str(run)],
+             ["report", str(run), "--out", "../escape"]]
     env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("FINEMEM_")
            or k == "FINEMEM_HOME"}
     env.update(HF_HUB_OFFLINE="1")
@@ -148,12 +149,13 @@ def test_offline_mode_makes_no_network_call_and_report_escapes_data(tmp_path):
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     codes = [c["code"] for c in out["calls"]]
-    assert codes == [2, 2, 0, 0, 0, 2, 0], out["calls"]
+    assert codes == [2, 2, 0, 0, 0, 2, 0, 2], out["calls"]
     for c in out["calls"]:
         assert "Traceback" not in c["stderr"], c
     assert "no-such-model" in out["calls"][0]["stderr"]
     assert "no-such-dataset" in out["calls"][1]["stderr"]
     assert "leaves the run folder" in out["calls"][5]["stderr"]
+    assert "leaves the run folder" in out["calls"][7]["stderr"]
     assert out["attempts"] == [], out["attempts"]
     assert not (tmp_path / "escape").exists()
     page = (run / "report" / "index.html").read_text(encoding="utf-8")

@@ -13,8 +13,9 @@ def register(app: typer.Typer) -> None:
     def report(run_dirs: List[Path] = typer.Argument(..., metavar="RUN_DIR...",
                                                      help="audited run folder(s)"),
                out: Optional[Path] = typer.Option(
-                   None, help="where to write the page (default: RUN_DIR/report/index.html; "
-                              "several runs: FIRST_RUN/report/compare.html)"),
+                   None, help="where to write the page, inside the (first) run folder "
+                              "(default: RUN_DIR/report/index.html; several runs: "
+                              "FIRST_RUN/report/compare.html)"),
                json_: bool = typer.Option(False, "--json", help="print {\"report\": path} as "
                                                                  "JSON")) -> None:
         """Write one self-contained HTML page (inline plots, no network) from the results
@@ -24,7 +25,7 @@ def register(app: typer.Typer) -> None:
 
         Example: finemem report runs/demo  (then open runs/demo/report/index.html)
 
-        Example: finemem report runs/sweep/lr=1e-4 runs/sweep/lr=1e-3 --out compare.html"""
+        Example: finemem report runs/sweep/lr=1e-4 runs/sweep/lr=1e-3 --out report/compare.html"""
         from finemem.report.html import write_report
 
         path = write_report(run_dirs, out=out)

@@ -117,11 +117,16 @@ def render_report(run_dirs: list[str | Path]) -> str:
 def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
     """Write the report and return its path. One run: RUN_DIR/report/index.html. Several:
     each run's own index.html, and the comparison page at `out` (default:
-    FIRST_RUN/report/compare.html)."""
+    FIRST_RUN/report/compare.html). `out` is relative to the first run folder; a path that
+    leaves it (`../x`) is refused."""
     run_dirs = [Path(d) for d in run_dirs]
     for d in run_dirs:
         if not d.is_dir():
             raise UserError("run folder not found", source=str(d))
+    if out is not None:  # relative to the (first) run folder, and never outside it
+        from finemem.export import inside
+
+        out = inside(run_dirs[0], out)
     if len(run_dirs) == 1:
         target = Path(out) if out else run_dirs[0] / "report" / "index.html"
         _write(target, render_report(run_dirs))

@@ -134,6 +134,7 @@ class Extraction(Probe):
                        len(self.corpus)]
         self._index = None
         self._emb: dict[str, np.ndarray] = {}
+        self._store = ctx.store
         self._controls = None
 
     def _encode(self, ctx, e):
@@ -161,22 +162,37 @@ class Extraction(Probe):
 
     # ------------------------------------------------------------------ shared helpers
     def embed(self, texts: list[str]) -> np.ndarray:
-        """Unit-norm embeddings, each text embedded once per audit (generations repeat across
-        checkpoints)."""
+        """Unit-norm embeddings. Each text is embedded once per run: kept in memory for this
+        audit and in the store (keyed by the encoder and the text's hash), so a rerun or a
+        resumed audit reads the same vectors instead of embedding again in other batches."""
+        import hashlib
+
         new = sorted({t for t in texts if t not in self._emb})
         if new:
-            if self.cfg.encoder:
-                from sentence_transformers import SentenceTransformer
-
-                enc = SentenceTransformer(self.cfg.encoder, local_files_only=True)
-                vecs = enc.encode(new, normalize_embeddings=True, convert_to_numpy=True,
-                                  show_progress_bar=False)
-            else:
-                from finemem.metrics.diversity import embed_texts
-
-                vecs = embed_texts(new)
-            self._emb.update(zip(new, vecs))
+            key = f"embed:{self.cfg.encoder or 'all-MiniLM-L6-v2'}"
+            hashes = {t: hashlib.sha256(t.encode()).hexdigest()[:32] for t in new}
+            stored = self._store.get_examples(key, "embedding", "vec", list(hashes.values()))
+            for t in new:
+                if hashes[t] in stored:
+                    self._emb[t] = np.frombuffer(stored[hashes[t]], dtype=np.float32)
+            missing = [t for t in new if t not in self._emb]
+            if missing:
+                vecs = self._encode_texts(missing).astype(np.float32)
+                self._emb.update(zip(missing, vecs))
+                self._store.put_examples((key, hashes[t], "embedding", "vec", v.tobytes())
+                                         for t, v in zip(missing, vecs))
         return np.array([self._emb[t] for t in texts]) if texts else np.zeros((0, 384))
+
+    def _encode_texts(self, texts: list[str]) -> np.ndarray:
+        if self.cfg.encoder:
+            from sentence_transformers import SentenceTransformer
+
+            enc = SentenceTransformer(self.cfg.encoder, local_files_only=True)
+            return enc.encode(texts, normalize_embeddings=True, convert_to_numpy=True,
+                              show_progress_bar=False)
+        from finemem.metrics.diversity import embed_texts
+
+        return embed_texts(texts)
 
     def similarity(self, a: str, b: str) -> float:
         va, vb = self.embed([a, b])
