@@ -66,7 +66,7 @@ DEGENERATE = {  # input kind -> data arguments with nothing to measure
     "embeddings": (np.zeros((0, 4)),), "confidence_correct": ([], []), "pass_counts": ([], []),
     "values": ([],), "flag_sets": ([], []), "text_pairs": ([], []),
     "embedding_pairs": (np.zeros((0, 4)), np.zeros((0, 4))), "labels": ([],),
-    "score_sets": ([], []),
+    "score_sets": ([], []), "value_pairs": ([], []),
 }
 WELL_DEFINED_WHEN_EMPTY = {"distinct_answers": 0}   # a count of nothing is 0, not unknown
 

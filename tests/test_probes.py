@@ -33,9 +33,10 @@ def test_every_builtin_task_audits(tmp_path, task):
     from finemem.audit import summarize
     from finemem.data.tasks import get_task
 
+    # max_length: the test model has 256 positions; summaries and dialogs run longer
     run = _train(tmp_path, task, {"train": {"source": f"builtin:{task}", "n": 16},
                                   "eval": {"test": {"source": f"builtin:{task}", "split": "test",
-                                                    "n": 8}}})
+                                                    "n": 8}}, "max_length": 256})
     r = runner.invoke(app, ["audit", str(run)])
     assert r.exit_code == 0, r.output
     s = summarize(run)
