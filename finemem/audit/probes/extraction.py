@@ -223,10 +223,21 @@ class Extraction(Probe):
         cos = ex.embedding_cosine(self.embed(gens), self.embed(refs), per_pair=True)
         cands = [[i.source] + [c for c in cs if c != i.source]
                  for i, cs in zip(items, self.candidates(gens))]
-        # Embed every text the category rules may compare in one batch (then cache hits).
-        self.embed([g.strip() for g in gens] + [ex.aligned_span(g.strip(), c)[0]
-                                                for g, cs in zip(gens, cands) for c in cs])
+        # Embed, in one batch, the texts the idea / paraphrase rules will compare (then the
+        # rules hit the cache): only for generations no candidate makes verbatim, and only
+        # the aligned spans that pass the alignment floor.
         rules = self.cfg.rules
+        need = []
+        for g, cs in zip(gens, cands):
+            g = g.strip()
+            if len(g) < rules.min_chars or any(
+                    ex.shares_run(g, c, min(rules.verbatim_chars, len(g))) for c in cs):
+                continue
+            spans = [sp for sp, score in (ex.aligned_span(g, c) for c in cs)
+                     if score >= rules.min_alignment and sp.strip()]
+            if spans:
+                need += [g] + spans
+        self.embed(need)
         own = [ex.categorize(g, cs[:1], similarity=self.similarity, rules=rules)
                for g, cs in zip(gens, cands)]
         anyw = [o if o == "verbatim" else
