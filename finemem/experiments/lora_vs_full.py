@@ -223,6 +223,9 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         r = reductions[lora]
         if math.isnan(r[0]):
             said = "not measurable here (full fine-tuning memorizes none at this threshold)"
+        elif r[1] <= claimed <= r[2] and r[1] <= 0:
+            said = (f"{_ci(r, pct=True)}: the interval covers both 0 and {claimed:.0%}, so "
+                    "this setup can neither confirm nor refute the figure")
         elif r[1] <= claimed <= r[2]:
             said = (f"consistent with {claimed:.0%} (measured {_ci(r, pct=True)}), which is "
                     "not a confirmation of the figure: the interval is wide")
@@ -253,13 +256,28 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
                  f"{_ci(wilson(outcome_flags(s, 'members', repeated, 'verbatim', t)))} | "
                  f"{_ci(wilson(outcome_flags(s, 'members', repeated, 'exact', t)))} | "
                  f"{_ci(wilson(outcome_flags(s, 'members', single, 'relaxed', t)))} | {_ppl(s)} |")
-    L.append("")
+    L += ["", "Repeats make each epoch longer (more optimizer steps at the same number of "
+          "epochs), so the texts seen once also get more updates: the last-but-one column "
+          "shows how much of the rise is more training overall rather than repetition of "
+          "these texts.", ""]
     lo_run, hi_run = sides[d[0]], sides[d[-1]]
     for o in ("relaxed", "verbatim"):
         diff = paired_diff_ci(outcome_flags(lo_run, "members", repeated, o, t),
                               outcome_flags(hi_run, "members", repeated, o, t))
         L.append(f"- {o}, repeated texts, {d[-1]} minus {d[0]}: {_signed(diff)}: "
                  + direction(diff, more="holds", less="reversed") + ".")
+    for name in d:  # within one run: the same training, repeated vs seen-once texts
+        s = sides[name]
+        if s.settings["duplication"] <= 1 or not single:
+            continue
+        a = outcome_flags(s, "members", repeated, "relaxed", t)
+        b = outcome_flags(s, "members", single, "relaxed", t)
+        diff = (float(a.mean() - b.mean()), *bootstrap_diff_ci(a, b))
+        same = a.mean() == b.mean() and a.mean() in (0.0, 1.0)
+        L.append(f"- Within {name} (same training for both): relaxed, repeated minus "
+                 f"seen-once texts {_signed(diff)}: "
+                 + (f"**no contrast left** (both at {a.mean():.2f})" if same else
+                    direction(diff, more="holds", less="reversed")) + ".")
 
     # ---- claim 3: size
     sz = plan["size"]

@@ -124,6 +124,7 @@ class CategoryRules:
         the aligned span of a candidate.
     min_alignment : candidates whose fuzzy alignment score (rapidfuzz partial ratio, 0-100) is
         below this are not considered for idea / paraphrase (they share too little text).
+    max_spans : of those, the best-aligned this many are compared by meaning.
     """
     verbatim_chars: int = 50
     min_chars: int = 10
@@ -131,6 +132,7 @@ class CategoryRules:
     idea_similarity: float = 0.6
     paraphrase_similarity: float = 0.75
     min_alignment: float = 40.0
+    max_spans: int = 3
 
 
 def shares_run(a: str, b: str, k: int) -> bool:
@@ -173,6 +175,17 @@ def aligned_span(generated: str, candidate: str) -> tuple[str, float]:
     return candidate, float(fuzz.ratio(generated, candidate))
 
 
+def semantic_spans(generated: str, candidates: Sequence[str],
+                   rules: CategoryRules = CategoryRules()) -> list[str]:
+    """The aligned spans the idea / paraphrase rules compare with `generated` (stripped): of
+    each candidate whose alignment score is >= min_alignment, best-aligned first, at most
+    max_spans."""
+    scored = [aligned_span(generated, c) for c in candidates]
+    scored = [(score, i, s) for i, (s, score) in enumerate(scored)
+              if score >= rules.min_alignment and s.strip()]
+    return [s for _, _, s in sorted(scored, key=lambda x: (-x[0], x[1]))[:rules.max_spans]]
+
+
 def categorize(generated: str, candidates: Sequence[str], *,
                similarity: Callable[[str, str], float],
                rules: CategoryRules = CategoryRules()) -> str:
@@ -183,11 +196,12 @@ def categorize(generated: str, candidates: Sequence[str], *,
       1. 'none' if the generation has fewer than `min_chars` characters (stripped);
       2. 'verbatim' if some candidate shares a run of >= min(verbatim_chars, len(generation))
          characters with it (longest common substring);
-      3. 'idea' if for some candidate (alignment score >= min_alignment) the aligned span is
-         >= idea_span_ratio x longer than the generation and similarity >= idea_similarity:
-         a summary-like match, shorter text keeping the meaning;
-      4. 'paraphrase' if for some candidate (alignment score >= min_alignment) the similarity
-         of the generation to its aligned span is >= paraphrase_similarity;
+      3. 'idea' if for one of the best-aligned candidates (`semantic_spans`: alignment score
+         >= min_alignment, at most max_spans) the aligned span is >= idea_span_ratio x longer
+         than the generation and similarity >= idea_similarity: a summary-like match, shorter
+         text keeping the meaning;
+      4. 'paraphrase' if for one of them the similarity of the generation to its aligned span
+         is >= paraphrase_similarity;
       5. 'none'.
     """
     g = generated.strip()
@@ -196,8 +210,7 @@ def categorize(generated: str, candidates: Sequence[str], *,
     need = min(rules.verbatim_chars, len(g))
     if any(shares_run(g, c, need) for c in candidates):
         return "verbatim"
-    spans = [aligned_span(g, c) for c in candidates]
-    spans = [s for s, score in spans if score >= rules.min_alignment and s.strip()]
+    spans = semantic_spans(g, candidates, rules)
     for s in spans:
         if len(s) >= rules.idea_span_ratio * len(g) and similarity(g, s) >= rules.idea_similarity:
             return "idea"

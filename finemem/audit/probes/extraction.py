@@ -62,6 +62,7 @@ class ExtractionConfig(Section):
     idea_similarity: float = Field(0.6, ge=-1.0, le=1.0)
     paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0)
     min_alignment: float = Field(40.0, ge=0.0, le=100.0)
+    max_spans: int = Field(3, gt=0, description="best-aligned candidates compared by meaning")
     length_bins: list[int] = Field([64, 128, 256], min_length=1,
                                    description="edges (tokens of the trained text) of the "
                                                "length bins every ratio is also given in")
@@ -81,7 +82,7 @@ class ExtractionConfig(Section):
                                 idea_span_ratio=self.idea_span_ratio,
                                 idea_similarity=self.idea_similarity,
                                 paraphrase_similarity=self.paraphrase_similarity,
-                                min_alignment=self.min_alignment)
+                                min_alignment=self.min_alignment, max_spans=self.max_spans)
 
 
 class Item:
@@ -99,7 +100,7 @@ class Item:
 class Extraction(Probe):
     Config = ExtractionConfig
     default = False
-    version = 4
+    version = 5
     description = ("prefix-prompted extraction of members vs non-members: exact, BLEU, ROUGE-L, "
                    "MiniLM cosine, verbatim / idea / paraphrase ratios, controls, length bins")
 
@@ -230,11 +231,15 @@ class Extraction(Probe):
         need = []
         for g, cs in zip(gens, cands):
             g = g.strip()
-            if len(g) < rules.min_chars or any(
-                    ex.shares_run(g, c, min(rules.verbatim_chars, len(g))) for c in cs):
+            if len(g) < rules.min_chars:
                 continue
-            spans = [sp for sp, score in (ex.aligned_span(g, c) for c in cs)
-                     if score >= rules.min_alignment and sp.strip()]
+            k = min(rules.verbatim_chars, len(g))
+            verbatim = [ex.shares_run(g, c, k) for c in cs]
+            # own text (cs[0]) for "category", all candidates for "category_any_source"
+            todo = cs if not any(verbatim) else cs[:1] if not verbatim[0] else []
+            spans = ex.semantic_spans(g, todo, rules)
+            if todo is cs and len(cs) > 1:  # "category" compares with the own text alone
+                spans += ex.semantic_spans(g, cs[:1], rules)
             if spans:
                 need += [g] + spans
         self.embed(need)
