@@ -33,13 +33,7 @@ COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experime
 
 def _register() -> None:
     for name in COMMAND_MODULES:
-        try:
-            mod = importlib.import_module(f"finemem.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"finemem.cli.{name}":
-                continue  # command group not written yet
-            raise
-        mod.register(app)
+        importlib.import_module(f"finemem.cli.{name}").register(app)
 
 
 _register()
