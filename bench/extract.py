@@ -102,9 +102,10 @@ def naive_way(run_dir: Path) -> tuple[float, dict]:
     index = bm25s.BM25()
     index.index(bm25s.tokenize(probe.corpus, stopwords=None, show_progress=False),
                 show_progress=False)
-    out = {}
+    out = {"t_gen": 0.0}
     for split, items in probe.items.items():
         gens = []
+        t_g = time.perf_counter()
         for s in range(0, len(items), 40):
             part = [i.prefix for i in items[s:s + 40]]
             L = max(len(p) for p in part)
@@ -114,6 +115,7 @@ def naive_way(run_dir: Path) -> tuple[float, dict]:
                 g = model.generate(ids, attention_mask=mask, pad_token_id=0, do_sample=False,
                                    max_new_tokens=probe.cfg.suffix_tokens)
             gens += g[:, L:].tolist()
+        out["t_gen"] += time.perf_counter() - t_g
         exact, rl = {}, {}
         for item, g in zip(items, gens):
             text = tok.decode(g, skip_special_tokens=True)
@@ -129,6 +131,31 @@ def naive_way(run_dir: Path) -> tuple[float, dict]:
             ex.categorize(text, cands, similarity=sim, rules=rules)
         out[split] = {"exact": exact, "rouge_l": rl}
     return time.perf_counter() - t0, out
+
+
+def engine_generation(run_dir: Path) -> float:
+    """finemem's share of the work the naive way does with HF generate: the engine's
+    teacher-forced exactness and batched greedy generation of the same prefixes (no cache)."""
+    from finemem import engine
+    from finemem.audit import loop
+    from finemem.audit.context import AuditContext
+    from finemem.audit.probes import get_probe
+    from finemem.models.load import load_tokenizer
+    from finemem.store import Store
+
+    cfg = loop.open_run(run_dir)
+    tok = load_tokenizer(str(run_dir / "tokenizer"))
+    ref = engine.load_run_checkpoints(run_dir)[-1]
+    [(ref, model)] = list(engine.iter_models(run_dir, refs=[ref], device="cpu"))
+    with tempfile.TemporaryDirectory() as d, Store(Path(d) / "s.sqlite") as store:
+        probe = get_probe("extraction")(cfg.audit.section("extraction"))
+        probe.prepare(AuditContext(run_dir, cfg, tok, store))
+    t0 = time.perf_counter()
+    for items in probe.items.values():
+        engine.score(model, [(i.prefix, i.suffix) for i in items], min_k_stats=False)
+        engine.generate(model, tok, [i.prefix for i in items],
+                        max_new_tokens=probe.cfg.suffix_tokens)
+    return time.perf_counter() - t0
 
 
 def rss_child(run_dir: str, probes: str) -> None:
@@ -156,6 +183,7 @@ def main(argv=None) -> int:
         finemem_way(run, ["extraction"], root / "warm.sqlite")  # loads MiniLM, warms caches
         t_ours = finemem_way(run, ["extraction"], root / "ours.sqlite")
         t_naive, naive = naive_way(run)
+        t_gen_ours = engine_generation(run)
         # The same per-example numbers both ways.
         from finemem.engine import load_run_checkpoints
 
@@ -163,6 +191,8 @@ def main(argv=None) -> int:
         agree = True
         with Store(root / "ours.sqlite") as s:
             for split, v in naive.items():
+                if split == "t_gen":
+                    continue
                 for what, theirs in (("exact_greedy_extractable", v["exact"]),
                                      ("rouge_l", v["rouge_l"])):
                     ours = {i: json.loads(x) for i, x in
@@ -184,11 +214,18 @@ def main(argv=None) -> int:
         f"| whole extraction probe vs HF generate (batch 40) + per-pair scoring | "
         f"{t_ours:.2f} s | {t_naive:.2f} s | {ratio:.1f}x | >= 5x | "
         f"{'yes' if ratio >= 5 else '**no**'} |",
+        f"| ... of which exactness + greedy generation (engine vs HF generate, batch 40) | "
+        f"{t_gen_ours:.2f} s | {naive['t_gen']:.2f} s | {naive['t_gen'] / t_gen_ours:.1f}x | | |",
         f"| peak RSS, extraction + attention vs extraction alone | "
         f"{rss['extraction,attention']:.0f} MB | {rss['extraction']:.0f} MB | "
         f"{rss_up * 100:+.1f}% | <= +10% | {'yes' if rss_up <= 0.10 else '**no**'} |",
         f"| per-example exact flags and ROUGE-L equal to the naive way's | | | "
-        f"{'yes' if agree else 'no'} | yes | {'yes' if agree else '**no**'} |"])
+        f"{'yes' if agree else 'no'} | yes | {'yes' if agree else '**no**'} |", "",
+        "The rest of finemem's time is MiniLM: embedding each generation, true suffix and "
+        "aligned candidate stretch once, in batches. On a few CPU cores that is compute-bound, "
+        "so batching saves only the per-call overhead of the naive way's pair-by-pair encodes; "
+        "where the whole-probe ratio misses its goal, this is why (a GPU encoder, not measured "
+        "here, is where batching pays)."])
     print(md)
     failed = []
     if not agree:

@@ -45,9 +45,20 @@ class Store:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        # Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout does
+        # not wait for: processes opening the same new store at once (DDP ranks, audit
+        # workers) retry instead of failing with "database is locked".
+        for attempt in range(600):
+            try:
+                if self.db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+                    self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=NORMAL")
+                self.db.executescript(SCHEMA)
+                break
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) or attempt == 599:
+                    raise
+                time.sleep(0.1)
 
     def close(self) -> None:
         self.db.close()
