@@ -26,3 +26,13 @@ def write_section(name: str, markdown: str) -> None:
     from finemem.io import write_doc_section
 
     write_doc_section(DOC, f"bench:{name}", markdown, header=HEADER)
+
+
+def best(fn, repeat: int):
+    """(result of the last call, best wall time over `repeat` calls)."""
+    times, res = [], None
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        res = fn()
+        times.append(time.perf_counter() - t0)
+    return res, min(times)

@@ -36,6 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench._perf import best  # noqa: E402
 from finemem.engine import generate, score  # noqa: E402
 from finemem.engine.score import batch_budget, plan_batches  # noqa: E402
 
@@ -102,14 +103,6 @@ def prepare(model_spec: str, n: int, steps: int) -> Path:
     return out
 
 
-def best(fn, repeat: int):
-    """(result of the last call, best wall time over `repeat` calls)."""
-    times, res = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        res = fn()
-        times.append(time.perf_counter() - t0)
-    return res, min(times)
 
 
 def hf_generate(model, prompts, *, batch: int, **kw):

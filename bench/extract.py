@@ -73,17 +73,13 @@ def finemem_way(run_dir: Path, probes: list[str], store_path: Path) -> float:
         return time.perf_counter() - t0
 
 
-def naive_way(run_dir: Path) -> tuple[float, dict]:
-    import bm25s
-    import sacrebleu
-    import torch
-
+def _load(run_dir: Path):
+    """The run's config, tokenizer, final checkpoint and model, and an extraction probe with
+    its data loaded (members, non-members, prefixes): the same items for every way timed."""
     from finemem import engine
     from finemem.audit import loop
     from finemem.audit.context import AuditContext
     from finemem.audit.probes import get_probe
-    from finemem.metrics import extraction as ex
-    from finemem.metrics.diversity import load_sentence_encoder
     from finemem.models.load import load_tokenizer
     from finemem.store import Store
 
@@ -93,7 +89,19 @@ def naive_way(run_dir: Path) -> tuple[float, dict]:
     [(ref, model)] = list(engine.iter_models(run_dir, refs=[ref], device="cpu"))
     with tempfile.TemporaryDirectory() as d, Store(Path(d) / "s.sqlite") as store:
         probe = get_probe("extraction")(cfg.audit.section("extraction"))
-        probe.prepare(AuditContext(run_dir, cfg, tok, store))  # the same items, untimed
+        probe.prepare(AuditContext(run_dir, cfg, tok, store))
+    return cfg, tok, ref, model, probe
+
+
+def naive_way(run_dir: Path) -> tuple[float, dict]:
+    import bm25s
+    import sacrebleu
+    import torch
+
+    from finemem.metrics import extraction as ex
+    from finemem.metrics.diversity import load_sentence_encoder
+
+    _, tok, _, model, probe = _load(run_dir)  # the same items, untimed
     enc = load_sentence_encoder()
     rouge = ex._rouge()
     rules = probe.cfg.rules
@@ -137,19 +145,8 @@ def engine_generation(run_dir: Path) -> float:
     """finemem's share of the work the naive way does with HF generate: the engine's
     teacher-forced exactness and batched greedy generation of the same prefixes (no cache)."""
     from finemem import engine
-    from finemem.audit import loop
-    from finemem.audit.context import AuditContext
-    from finemem.audit.probes import get_probe
-    from finemem.models.load import load_tokenizer
-    from finemem.store import Store
 
-    cfg = loop.open_run(run_dir)
-    tok = load_tokenizer(str(run_dir / "tokenizer"))
-    ref = engine.load_run_checkpoints(run_dir)[-1]
-    [(ref, model)] = list(engine.iter_models(run_dir, refs=[ref], device="cpu"))
-    with tempfile.TemporaryDirectory() as d, Store(Path(d) / "s.sqlite") as store:
-        probe = get_probe("extraction")(cfg.audit.section("extraction"))
-        probe.prepare(AuditContext(run_dir, cfg, tok, store))
+    _, tok, _, model, probe = _load(run_dir)
     t0 = time.perf_counter()
     for items in probe.items.values():
         engine.score(model, [(i.prefix, i.suffix) for i in items], min_k_stats=False)

@@ -23,7 +23,6 @@ import json
 import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from finemem.audit.attacks import attack_scores, separation  # noqa: E402
+from bench._perf import best  # noqa: E402
 from finemem.engine import score  # noqa: E402
 from finemem.metrics import membership as mi  # noqa: E402
 
@@ -59,13 +59,6 @@ def prepare(n: int) -> Path:
     return run
 
 
-def best(fn, repeat: int):
-    times, res = [], None
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        res = fn()
-        times.append(time.perf_counter() - t0)
-    return res, min(times)
 
 
 def finemem_way(model, base, pairs, texts, n_mem):

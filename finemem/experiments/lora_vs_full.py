@@ -14,7 +14,6 @@ import math
 import time
 from pathlib import Path
 
-import numpy as np
 
 from finemem.errors import UserError
 from finemem.experiments import Experiment, register_experiment
