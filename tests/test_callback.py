@@ -30,7 +30,7 @@ def _scalars(out_dir: Path) -> dict:
     return found
 
 
-def _check_run(cb, out_dir: Path, kind: str) -> None:
+def assert_run_checked(cb, out_dir: Path, kind: str) -> None:
     from finemem.audit import summarize
     from finemem.store import Store
 
@@ -65,14 +65,14 @@ def trainer_run(tmp_path_factory):
 
 def test_plain_trainer_script(trainer_run):
     cb, out = trainer_run
-    _check_run(cb, out, "full")
+    assert_run_checked(cb, out, "full")
 
 
 def test_trl_sft_trainer_script_lora(tmp_path):
     pytest.importorskip("trl")
     mod = runpy.run_path(str(EXAMPLES / "trl_sft_callback.py"), run_name="example")
     cb = mod["main"](str(tmp_path / "out"), lora=True)
-    _check_run(cb, tmp_path / "out", "lora")
+    assert_run_checked(cb, tmp_path / "out", "lora")
 
 
 def test_online_streak_stops_within_n_of_the_full_run_onset():
