@@ -33,7 +33,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from finemem.engine.score import _Batch, _device, _progress, forward_params, is_oom
+from finemem.engine.score import _device, _progress, forward_params, is_oom, oom_backoff
 from finemem.errors import UserError
 from finemem.models.load import pad_id
 
@@ -272,23 +272,15 @@ def _plan_rows(order: list[int], flat: list[_Row], batch_size: int, budget: int 
 
 
 def _backoff_rows(batches: list[list[int]], flat: list[_Row]):
-    """Yield the batches; after one runs out of memory (the caller sets `.oom`), reset its
-    rows and go on with batches of half its size. A single row that does not fit is a
-    `UserError`."""
-    queue = [_Batch(b) for b in batches]
-    while queue:
-        batch = queue.pop(0)
-        yield batch
-        if not batch.oom:
-            continue
-        if len(batch) == 1:
-            raise UserError(f"out of memory generating for one prompt of "
-                            f"{len(flat[batch[0]].prompt)} tokens; use a smaller model or "
-                            "dtype, or fewer max_new_tokens")
+    """`oom_backoff` for generation: a failed batch's rows are reset and everything from it
+    on goes in batches of half its size."""
+    def reset(batch):
         for k in batch:
             flat[k].reset()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-        size = max(1, len(batch) // 2)
-        rest = list(batch) + [k for b in queue for k in b]
-        queue = [_Batch(rest[i:i + size]) for i in range(0, len(rest), size)]
+
+    return oom_backoff(
+        batches, lambda rest, n: [rest[i:i + max(1, n // 2)]
+                                  for i in range(0, len(rest), max(1, n // 2))],
+        lambda k: UserError(f"out of memory generating for one prompt of "
+                            f"{len(flat[k].prompt)} tokens; use a smaller model or dtype, or "
+                            "fewer max_new_tokens"), reset)

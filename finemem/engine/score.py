@@ -318,10 +318,11 @@ class _Batch(list):
     oom = False
 
 
-def _backoff_batches(batches: list[list[int]], lengths: list[int], budget: int):
-    """Yield the planned batches; after one runs out of memory (the caller sets `.oom`),
-    halve the token budget, free the cached memory and re-plan it and the batches after it.
-    A single example that does not fit is a `UserError`."""
+def oom_backoff(batches: list[list[int]], replan, too_big, reset=None):
+    """Yield the planned batches; after one runs out of memory (the caller sets `.oom`), free
+    the cached memory and go on with `replan(rest, failed_size)`: new batches of the failed
+    batch's indices and those after it. `reset(batch)` undoes a failed batch's partial work;
+    a single index that does not fit raises `too_big(index)` (a `UserError`)."""
     queue = [_Batch(b) for b in batches]
     while queue:
         batch = queue.pop(0)
@@ -329,14 +330,27 @@ def _backoff_batches(batches: list[list[int]], lengths: list[int], budget: int):
         if not batch.oom:
             continue
         if len(batch) == 1:
-            raise UserError(f"out of memory scoring one example of {lengths[batch[0]]} "
-                            "tokens; use a smaller model or dtype, or clip data.max_length")
-        budget = max(1, budget // 2)
+            raise too_big(batch[0])
+        if reset is not None:
+            reset(batch)
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
         rest = list(batch) + [i for b in queue for i in b]
-        queue = [_Batch([rest[j] for j in b])
-                 for b in plan_batches([lengths[i] for i in rest], budget)]
+        queue = [_Batch(b) for b in replan(rest, len(batch))]
+
+
+def _backoff_batches(batches: list[list[int]], lengths: list[int], budget: int):
+    """`oom_backoff` for scoring: each failure halves the token budget and re-plans."""
+    state = {"budget": budget}
+
+    def replan(rest, _):
+        state["budget"] = max(1, state["budget"] // 2)
+        return [[rest[j] for j in b]
+                for b in plan_batches([lengths[i] for i in rest], state["budget"])]
+
+    return oom_backoff(batches, replan, lambda i: UserError(
+        f"out of memory scoring one example of {lengths[i]} tokens; use a smaller model or "
+        "dtype, or clip data.max_length"))
 
 
 def _progress(items, on: bool, desc: str):
