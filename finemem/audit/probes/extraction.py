@@ -168,6 +168,9 @@ class Extraction(Probe):
         resumed audit reads the same vectors instead of embedding again in other batches."""
         import hashlib
 
+        # Surrounding whitespace does not change a sentence encoder's tokens: " the cat" and
+        # "the cat" are one text (generations and suffixes often start with a space).
+        texts = [t.strip() for t in texts]
         new = sorted({t for t in texts if t not in self._emb})
         if new:
             key = f"embed:{self.cfg.encoder or 'all-MiniLM-L6-v2'}"
