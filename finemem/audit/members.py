@@ -22,7 +22,7 @@ from finemem.data.example import Example
 from finemem.errors import UserError
 
 
-def _sample(items: list, n: int | None, seed: int) -> list:
+def seeded_sample(items: list, n: int | None, seed: int) -> list:
     """`items` when n is None or covers them, else a seeded sample kept in the original order."""
     if n is None or n >= len(items):
         return list(items)
@@ -44,7 +44,7 @@ def members(run_dir: str | Path, cfg, tokenizer=None, *, n: int | None = None,
     times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)}
     train = [ex for ex in load_examples(cfg.data.train, tokenizer=tokenizer)
              if str(ex.id) in times]
-    return [(ex, times[str(ex.id)]) for ex in _sample(train, n, seed)]
+    return [(ex, times[str(ex.id)]) for ex in seeded_sample(train, n, seed)]
 
 
 def nonmembers(cfg, tokenizer=None, *, n: int | None = None, seed: int = 0,
@@ -62,7 +62,7 @@ def nonmembers(cfg, tokenizer=None, *, n: int | None = None, seed: int = 0,
             raise UserError("no non-members: set audit.nonmembers (a data source the run never "
                             "trained on) or data.eval.test", field="audit.nonmembers")
         src, field = sources["test"][0], "data.eval.test"
-    examples = _sample(load_examples(src, tokenizer=tokenizer), n, seed)
+    examples = seeded_sample(load_examples(src, tokenizer=tokenizer), n, seed)
     if not examples:
         raise UserError("the non-member set is empty", source=src.source, field=field)
     if members is not None:

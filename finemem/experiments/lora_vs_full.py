@@ -39,12 +39,12 @@ class LoraVsFull(Experiment):
         plan = self.settings()
         for key in ("run", "runs", "methods", "duplication", "size"):
             if not plan.get(key):
-                raise UserError("missing", source=self.settings_file, field=key)
+                raise UserError("missing", source=self.settings_source, field=key)
         named = [plan["methods"]["reference"], *plan["methods"]["others"],
                  *plan["duplication"], *plan["size"].values()]
         stray = sorted(set(named) - set(plan["runs"]))
         if stray:
-            raise UserError(f"{', '.join(stray)} not among runs", source=self.settings_file,
+            raise UserError(f"{', '.join(stray)} not among runs", source=self.settings_source,
                             field="runs")
         return plan
 
@@ -57,7 +57,7 @@ class LoraVsFull(Experiment):
             raw = merge(plan["run"], over or {})
             raw["run_dir"] = str(Path(out) / name)
             raw.setdefault("audit", {})["relaxed"] = {"threshold": plan.get("threshold", 0.8)}
-            cfgs[name] = parse_config(raw, source=f"{self.settings_file}: runs.{name}")
+            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
         return cfgs
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,

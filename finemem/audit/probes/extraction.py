@@ -106,17 +106,12 @@ class Extraction(Probe):
 
     # ------------------------------------------------------------------ once per run
     def prepare(self, ctx) -> None:
-        from finemem.audit.members import members, nonmembers
-
         c = self.cfg
-        everyone = members(ctx.run_dir, ctx.cfg, ctx.tokenizer)
-        sampled = members(ctx.run_dir, ctx.cfg, ctx.tokenizer, n=c.members, seed=c.seed)
-        non = nonmembers(ctx.cfg, ctx.tokenizer, n=c.nonmembers, seed=c.seed,
-                         members=[e for e, _ in everyone])
-        self.items = {"members": self._items(ctx, sampled),
-                      "nonmembers": self._items(ctx, [(e, 0) for e in non])}
-        self.skipped = {"members": len(sampled) - len(self.items["members"]),
-                        "nonmembers": len(non) - len(self.items["nonmembers"])}
+        # The attention probe prepares the same items: load and cut them once per audit.
+        key = ("extraction-items", c.model_dump_json())
+        if key not in ctx._memo:
+            ctx._memo[key] = self._load(ctx)
+        self.items, self.skipped, self.corpus, sampled = ctx._memo[key]
         if not self.items["members"]:
             longest = max(len(self._encode(ctx, e).target) for e, _ in sampled)
             raise UserError(
@@ -128,8 +123,6 @@ class Extraction(Probe):
             raise UserError("no non-member is long enough for prefix_tokens + suffix_tokens; "
                             "lower them, or give longer non-members (audit.nonmembers)",
                             field="audit.extraction.suffix_tokens")
-        # The training texts generations are compared with (as trained), for BM25.
-        self.corpus = [self._text(ctx, e) for e, _ in everyone]
         self.inputs = [ctx.cfg.data.loss_on, ctx.cfg.data.max_length,
                        {k: [[i.id, i.prefix, i.suffix] for i in v] for k, v in self.items.items()},
                        len(self.corpus)]
@@ -137,6 +130,22 @@ class Extraction(Probe):
         self._emb: dict[str, np.ndarray] = {}
         self._store = ctx.store
         self._controls = None
+
+    def _load(self, ctx):
+        """(items per set, skipped per set, the training texts as trained for BM25, the
+        sampled members)."""
+        from finemem.audit.members import members, nonmembers, seeded_sample
+
+        c = self.cfg
+        everyone = members(ctx.run_dir, ctx.cfg, ctx.tokenizer)
+        sampled = seeded_sample(everyone, c.members, c.seed)  # = members(..., n=c.members, seed=...)
+        non = nonmembers(ctx.cfg, ctx.tokenizer, n=c.nonmembers, seed=c.seed,
+                         members=[e for e, _ in everyone])
+        items = {"members": self._items(ctx, sampled),
+                 "nonmembers": self._items(ctx, [(e, 0) for e in non])}
+        skipped = {"members": len(sampled) - len(items["members"]),
+                   "nonmembers": len(non) - len(items["nonmembers"])}
+        return items, skipped, [self._text(ctx, e) for e, _ in everyone], sampled
 
     def _encode(self, ctx, e):
         from finemem.data.format import encode
