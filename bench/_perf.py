@@ -14,7 +14,8 @@ import torch
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PERFORMANCE.md"
 HEADER = ("# Performance\n\nEvery figure is a ratio measured in one run: finemem against the "
           "naive way, on the same model and data. Each section gives the command that "
-          "reproduces it.\n")
+          "reproduces it. CI runs each benchmark with `--quick` (smaller) and fails when a "
+          "ratio misses its target by more than 2x.\n")
 
 
 def machine() -> str:
@@ -36,3 +37,24 @@ def best(fn, repeat: int):
         res = fn()
         times.append(time.perf_counter() - t0)
     return res, min(times)
+
+
+# --quick (CI, 2 noisy cores, small sizes) fails when a ratio misses its target by far, so a
+# collapse is caught and noise is not: by more than this factor.
+CI_SLACK = 2.0
+
+
+def at_least(ratio: float, target: float, quick: bool, *, cpu_target: float | None = None) -> bool:
+    """Whether a speed-up `ratio` (higher is better) passes: `target` in a full run; in a quick
+    run, `target / CI_SLACK`. `cpu_target` replaces `target` for a goal that the full run does
+    not meet on a few CPU cores (recorded as missed in docs/PERFORMANCE.md): CI then checks the
+    CPU figure's floor instead of failing every run on a known miss."""
+    if not quick:
+        return ratio >= target
+    return ratio >= (cpu_target if cpu_target is not None else target) / CI_SLACK
+
+
+def at_most(ratio: float, target: float, quick: bool) -> bool:
+    """Whether a cost `ratio` (lower is better, e.g. 1.10x overhead) passes: `target` in a full
+    run, `target * CI_SLACK` in a quick one."""
+    return ratio <= (target * CI_SLACK if quick else target)

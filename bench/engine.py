@@ -3,7 +3,8 @@ same fine-tuned model and data.
 
 Usage:
     python bench/engine.py               # full run; writes the "engine" section of docs/PERFORMANCE.md
-    python bench/engine.py --quick       # CI smoke run: smaller, prints only
+    python bench/engine.py --quick       # CI smoke run: smaller, prints only; fails on a
+                                         # target missed by more than 2x
     python bench/engine.py --model random   # a random ~1M-parameter Llama instead of builtin:tiny
 
 (a) exact extraction of 32-token suffixes after 32-token prefixes: one teacher-forced pass vs
@@ -247,21 +248,23 @@ def main(argv=None) -> int:
     print("(d)", d, flush=True)
     md = report(a, b, c, d, spec, repeat)
     print(md)
-    # Targets of the full run. --quick (CI, 2 noisy cores) checks that the benchmark runs and
-    # agrees; it fails only where finemem is slower than the naive way, not on a missed target
-    # (the batched-generate target is not met on a few CPU cores even in the full run).
-    t = (lambda full: 1.0) if args.quick else (lambda full: full)
-    checks = {"extraction vs one-at-a-time generate": a["t_one"] / a["t_ours"] >= t(30),
-              "extraction vs batched generate": a["t_many"] / a["t_ours"] >= t(10),
+    # Targets of the full run; --quick (CI) fails when one is missed by more than 2x. The
+    # batched-generate target is not met on a few CPU cores even in the full run (2-3x, see
+    # docs/PERFORMANCE.md): CI checks its CPU floor (not slower than batched generate).
+    from bench._perf import at_least, at_most
+
+    q = args.quick
+    checks = {"extraction vs one-at-a-time generate": at_least(a["t_one"] / a["t_ours"], 30, q),
+              "extraction vs batched generate": at_least(a["t_many"] / a["t_ours"], 10, q,
+                                                         cpu_target=2.0),
               "extraction agrees with generate": a["agree"] == 1.0,
-              "scoring vs bare forward": b["t_bare"] / b["t_fast"] >= (0.5 if args.quick else 0.8),
-              "sampling vs HF generate": c["t_hf"] / c["t_ours"] >= t(4),
+              "scoring vs bare forward": at_least(b["t_bare"] / b["t_fast"], 0.8, q),
+              "sampling vs HF generate": at_least(c["t_hf"] / c["t_ours"], 4, q),
               "peak RSS flat in the number of examples":
-                  d[max(d)]["peak_rss_mb"] / d[min(d)]["peak_rss_mb"] <= (1.5 if args.quick else 1.1)}
+                  at_most(d[max(d)]["peak_rss_mb"] / d[min(d)]["peak_rss_mb"], 1.1, q)}
     failed = [k for k, ok in checks.items() if not ok]
     for k in failed:
-        print(f"MISSED: {k}" + (" (slower than the naive way)" if args.quick else ""),
-              file=sys.stderr)
+        print(f"MISSED: {k}" + (" (by more than 2x)" if args.quick else ""), file=sys.stderr)
     if not args.quick:
         from bench._perf import write_section
 

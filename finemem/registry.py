@@ -1,4 +1,5 @@
-"""Name -> class registries (tasks, probes, experiments): adding one is adding a file.
+"""Name -> class registries (tasks, probes, metrics, report sections, experiments): adding one
+is adding a file to its package, which imports its own modules when first read.
 
 Usage:
     TASKS: dict[str, type[Task]] = {}
@@ -12,6 +13,8 @@ Lookups of unknown names go through `finemem.errors.unknown_name` (did-you-mean)
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Callable
 
 
@@ -28,3 +31,12 @@ def registrar(table: dict, kind: str) -> Callable[[str], Callable[[type], type]]
             return cls
         return deco
     return register
+
+
+def import_modules(package: str) -> None:
+    """Import every module of `package` whose name does not start with "_" (each registers what
+    it defines on import). Idempotent; lazy so that importing a registry stays cheap."""
+    pkg = importlib.import_module(package)
+    for mod in pkgutil.iter_modules(pkg.__path__):
+        if not mod.name.startswith("_"):
+            importlib.import_module(f"{package}.{mod.name}")

@@ -119,3 +119,31 @@ def test_checkpoint_mismatch_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="checkpoint does not match the model") as e:
         ck.load_checkpoint_weights(m, d, "full")
     assert str(e.value).startswith(str(d))
+
+
+def test_a_registry_imports_every_public_module_of_its_package(tmp_path, monkeypatch):
+    """Tasks, probes, metrics, report sections and experiments all use `import_modules`, so
+    adding one is dropping a file into the package; modules named `_x` are left alone."""
+    import sys
+
+    from finemem.registry import import_modules
+
+    pkg = tmp_path / "fm_plugins"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("SEEN = []\n")
+    (pkg / "new_task.py").write_text("from fm_plugins import SEEN\nSEEN.append('new_task')\n")
+    (pkg / "_helper.py").write_text("raise RuntimeError('private modules are not imported')\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    import_modules("fm_plugins")
+    import_modules("fm_plugins")  # idempotent
+    assert sys.modules["fm_plugins"].SEEN == ["new_task"]
+    monkeypatch.delitem(sys.modules, "fm_plugins")
+    monkeypatch.delitem(sys.modules, "fm_plugins.new_task")
+
+
+def test_task_registry_discovers_its_modules():
+    from finemem.data.tasks import TASKS, task_names
+
+    assert task_names() == ["arith", "dialog", "qa", "sentiment", "summarize", "translate"]
+    assert {TASKS[n].__module__ for n in task_names()} == {
+        f"finemem.data.tasks.{n}" for n in task_names()}

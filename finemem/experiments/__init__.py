@@ -21,8 +21,6 @@ Contract every experiment keeps:
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
@@ -31,7 +29,7 @@ from typing import Any, ClassVar
 import yaml
 
 from finemem.errors import UserError, unknown_name
-from finemem.registry import registrar
+from finemem.registry import import_modules, registrar
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 
@@ -113,8 +111,7 @@ def _load_user_settings(path: Path) -> dict:
 def _load_builtin() -> None:
     # Every module of this package registers what it defines on import; imported lazily so that
     # importing the registry (and the CLI) stays cheap until an experiment is looked up.
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_modules(__name__)
 
 
 __all__ = ["EXPERIMENTS", "Experiment", "experiment_names", "get_experiment", "load_settings",

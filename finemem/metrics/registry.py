@@ -116,10 +116,6 @@ def metric_names() -> list[str]:
 def _load_builtin() -> None:
     """Import every module of `finemem.metrics`: each registers its metrics on import, so
     adding a metric module is adding a file."""
-    import importlib
-    import pkgutil
+    from finemem.registry import import_modules
 
-    import finemem.metrics as pkg
-
-    for mod in pkgutil.iter_modules(pkg.__path__):
-        importlib.import_module(f"finemem.metrics.{mod.name}")
+    import_modules("finemem.metrics")

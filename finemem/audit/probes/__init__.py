@@ -29,7 +29,7 @@ from typing import ClassVar
 
 from finemem.config import Section
 from finemem.errors import UserError, unknown_name
-from finemem.registry import registrar
+from finemem.registry import import_modules, registrar
 
 PROBES: dict[str, type["Probe"]] = {}
 
@@ -67,11 +67,7 @@ register_probe = registrar(PROBES, "probe")
 
 def load_probes() -> None:
     """Import every module of this package: each registers the probe it defines."""
-    import importlib
-    import pkgutil
-
-    for mod in pkgutil.iter_modules(__path__):
-        importlib.import_module(f"{__name__}.{mod.name}")
+    import_modules(__name__)
 
 
 def get_probe(name: str) -> type[Probe]:

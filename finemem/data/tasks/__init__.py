@@ -5,7 +5,8 @@ Usage:
     examples = get_task("arith").generate("train", n=500, seed=0)
 
 A task is a module in this package that subclasses `Task` and decorates it with
-`@register_task("name")`. Adding a task is adding a file (and one import line below).
+`@register_task("name")`. Adding a task is adding a file: the package imports its modules
+when the registry is first read.
 
 Contract every task keeps:
 - `generate(split, n, seed)` is deterministic in (split, n, seed); the first k examples of
@@ -25,7 +26,7 @@ from typing import ClassVar
 
 from finemem.data.example import Example
 from finemem.errors import UserError, unknown_name
-from finemem.registry import registrar
+from finemem.registry import import_modules, registrar
 
 TASKS: dict[str, type["Task"]] = {}
 
@@ -82,12 +83,4 @@ def task_names() -> list[str]:
 
 
 def _load_builtin() -> None:
-    # Imported lazily so that importing the registry stays cheap.
-    import importlib
-
-    for mod in ("arith", "summarize", "dialog", "qa", "translate", "sentiment"):
-        try:
-            importlib.import_module(f"finemem.data.tasks.{mod}")
-        except ModuleNotFoundError as e:
-            if e.name != f"finemem.data.tasks.{mod}":
-                raise
+    import_modules(__name__)

@@ -49,11 +49,10 @@ Rules:
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 from dataclasses import dataclass
 from typing import Callable
 
+from finemem.registry import import_modules
 from finemem.report.sections._common import RunData, matched_pair  # noqa: F401
 
 
@@ -87,9 +86,7 @@ def register_section(name: str, *, title: str, order: int = 50, template: str,
 
 def load_sections() -> None:
     """Import every section module of this package (idempotent)."""
-    for mod in pkgutil.iter_modules(__path__):
-        if not mod.name.startswith("_"):
-            importlib.import_module(f"{__name__}.{mod.name}")
+    import_modules(__name__)
 
 
 def sections(scope: str = "run") -> list[SectionSpec]:
