@@ -33,13 +33,12 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
 from finemem.errors import UserError
-from finemem.io import write_text_atomic
+from finemem.io import atomic_file, write_text_atomic
 
 SCHEMA = "finemem.export"
 VERSION = 1
@@ -152,8 +151,7 @@ def _write_table(path: Path, fmt: str, rows: list[dict], cols: tuple) -> None:
 
     schema = pa.schema([(c, _TYPES()[c]) for c in cols])
     table = pa.Table.from_pylist([{c: r.get(c) for c in cols} for r in rows], schema=schema)
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
+    with atomic_file(path) as tmp:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -162,11 +160,6 @@ def _write_table(path: Path, fmt: str, rows: list[dict], cols: tuple) -> None:
             import pyarrow.csv as pcsv
 
             pcsv.write_csv(table, tmp)
-        with open(tmp, "rb+") as fh:  # durable before the rename, as finemem.io does
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_export(path: str | Path, fmt: str) -> dict:

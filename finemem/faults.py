@@ -23,6 +23,12 @@ The points (grep `faults.point(` for where each sits):
 
 The environment is read once, at import; with none of the variables set `point` returns at
 once.
+
+Ctrl-C that sticks: the CLI installs `on_sigint`, which raises KeyboardInterrupt like Python's
+own handler and also remembers it. Python swallows an exception raised inside a finalizer
+(`__del__`, a weakref callback) and prints "Exception ignored"; the command would then run on
+and exit 0. With the flag set, the next unit-of-work point (train_step, score, generate,
+probe_done) raises KeyboardInterrupt again, so the command still stops where it can resume.
 """
 
 from __future__ import annotations
@@ -50,10 +56,31 @@ _FAIL = _parse(os.environ.get(FAIL_ENV))
 _LOG = os.environ.get(LOG_ENV)
 _ACTIVE = bool(_KILL or _INT or _FAIL or _LOG)
 _seen: dict[str, int] = {}
+# Points between units of work, where stopping loses at most the unit (never a cleanup path).
+STOP_POINTS = frozenset({"train_step", "score", "generate", "probe_done"})
+_interrupted = False
+
+
+def on_sigint(signum, frame) -> None:
+    """SIGINT handler: remember the Ctrl-C, then raise KeyboardInterrupt as Python does."""
+    global _interrupted
+    _interrupted = True
+    raise KeyboardInterrupt
+
+
+def install_sigint() -> None:
+    """Use `on_sigint` for Ctrl-C (main thread only, as `signal` requires)."""
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, on_sigint)
 
 
 def point(name: str) -> None:
-    """Pass the fault point `name`: log it, and die or fail there when the environment asks."""
+    """Pass the fault point `name`: stop there after a Ctrl-C that was swallowed, log it, and
+    die or fail there when the environment asks."""
+    if _interrupted and name in STOP_POINTS:
+        raise KeyboardInterrupt
     if not _ACTIVE:
         return
     n = _seen[name] = _seen.get(name, 0) + 1

@@ -1,9 +1,12 @@
 """Atomic file writes: a reader sees the old file or the new one, never half of one.
 
 Usage:
-    from finemem.io import write_json_atomic, write_text_atomic
+    from finemem.io import atomic_file, publish_dir, write_json_atomic, write_text_atomic
     write_text_atomic(run_dir / "config.yaml", cfg.to_yaml())
     write_json_atomic(ckpt / "finemem_ckpt.json", meta)          # json.dumps(obj, indent=1)
+    with atomic_file(out / "metrics.parquet") as tmp:            # any writer that takes a path
+        pq.write_table(table, tmp)
+    publish_dir(tmp_folder, run_dir / "checkpoints" / name)      # a finished folder, whole
 
 The text goes to a temporary file in the same folder (so the rename stays on one file system),
 is flushed and fsynced, then renamed over `path` with `os.replace`. On failure the temporary
@@ -12,30 +15,47 @@ file is removed and `path` is left as it was.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 
-def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
-    """Write `text` to `path` atomically (temporary file in the same folder, fsync, replace)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block ends normally, what was written
+    there is fsynced and renamed over `path`; when it raises, the temporary file is removed and
+    `path` is left as it was."""
     path = Path(path)
-    # one name per process and thread, so concurrent writers never share a temporary file;
-    # opened like any new file (the umask sets its mode, as for a plain write)
+    # one name per process and thread, so concurrent writers never share a temporary file
     tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
     try:
-        with open(tmp, "w", encoding=encoding) as fh:
-            fh.write(text)
-            fh.flush()
+        yield tmp
+        with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str, *, encoding: str = "utf-8") -> None:
+    """Write `text` to `path` atomically (temporary file in the same folder, fsync, replace).
+    The file is created like any new file (the umask sets its mode)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text, encoding=encoding)
+
+
+def publish_dir(tmp: str | os.PathLike, final: str | os.PathLike) -> None:
+    """Move the finished folder `tmp` to `final` (same file system), replacing an older
+    `final` (a replay after a crash, a forced rebuild): readers never see a half-written
+    folder under the final name."""
+    final = Path(final)
+    if final.exists():
+        shutil.rmtree(final, ignore_errors=True)
+    os.replace(tmp, final)
 
 
 def write_json_atomic(path: str | os.PathLike, obj, *, indent: int = 1) -> None:

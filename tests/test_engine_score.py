@@ -153,3 +153,12 @@ def test_other_architectures_match_the_reference(arch):
     for s, r in zip(got, reference_scores(model, pairs)):
         assert _max_err(s.logprob, r["logprob"]) < 1e-5 and _max_err(s.sigma, r["sigma"]) < 1e-5
         assert np.array_equal(s.correct, r["correct"])
+
+
+def test_plan_batches_row_cap_given_order_and_no_budget():
+    lengths = [5, 9, 7, 3, 8]
+    # the given order is kept; at most 2 rows; no token budget
+    assert plan_batches(lengths, None, max_rows=2, order=[3, 0, 2, 4, 1]) == [[3, 0], [2, 4], [1]]
+    # both limits: 3 rows of longest 9 = 27 > 20, so 2 rows (18); a lone 9 fits any way
+    assert plan_batches(lengths, 20, max_rows=3) == [[1, 4], [2, 0], [3]]
+    assert plan_batches([30, 2], 20) == [[0], [1]]  # a row longer than the budget goes alone

@@ -1,11 +1,12 @@
-"""finemem.io: the one atomic-write helper (temporary file in the same folder, fsync, replace)."""
+"""finemem.io: the atomic-write helpers (temporary file in the same folder, fsync, replace; a
+finished folder published whole)."""
 
 import json
 import os
 
 import pytest
 
-from finemem.io import write_json_atomic, write_text_atomic
+from finemem.io import atomic_file, publish_dir, write_json_atomic, write_text_atomic
 
 
 def test_write_text_atomic_writes_and_leaves_no_temp_file(tmp_path):
@@ -66,3 +67,36 @@ def test_unserialisable_object_leaves_nothing(tmp_path):
     with pytest.raises(TypeError):
         write_json_atomic(tmp_path / "x.json", {"a": object()})
     assert list(tmp_path.iterdir()) == []
+
+
+def test_atomic_file_for_any_writer(tmp_path):
+    """Writers that take a path (pyarrow, safetensors) get the same guarantee: the target
+    appears only when the block ends normally."""
+    path = tmp_path / "metrics.csv"
+    path.write_text("old")
+    with pytest.raises(ValueError):
+        with atomic_file(path) as tmp:
+            tmp.write_text("half")
+            raise ValueError("writer failed")
+    assert path.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+    with atomic_file(path) as tmp:
+        assert tmp.parent == tmp_path and tmp != path
+        tmp.write_text("new")
+        assert path.read_text() == "old"
+    assert path.read_text() == "new" and [p.name for p in tmp_path.iterdir()] == ["metrics.csv"]
+
+
+def test_publish_dir_replaces_an_older_folder_whole(tmp_path):
+    final = tmp_path / "step-000010"
+    final.mkdir()
+    (final / "stale.safetensors").write_text("old")
+    tmp = tmp_path / ".step-000010.tmp"
+    tmp.mkdir()
+    (tmp / "model.safetensors").write_text("new")
+    publish_dir(tmp, final)
+    assert not tmp.exists()
+    assert sorted(p.name for p in final.iterdir()) == ["model.safetensors"]
+    new = tmp_path / ".other.tmp"
+    new.mkdir()
+    publish_dir(new, tmp_path / "fresh")  # no older folder: a plain rename
+    assert (tmp_path / "fresh").is_dir() and not new.exists()

@@ -383,6 +383,35 @@ def test_ctrl_c_exits_130_names_the_step_and_the_run_resumes(fm, tmp_path):
     assert "incomplete" not in r.stderr
 
 
+def test_ctrl_c_swallowed_by_a_finalizer_still_stops_at_the_next_unit_of_work():
+    """Python ignores an exception raised inside `__del__` ("Exception ignored ..."), so a
+    Ctrl-C landing there used to let the command run on and exit 0. The CLI's handler
+    remembers the Ctrl-C and the next unit-of-work point raises it again."""
+    script = """
+import os, signal
+from finemem import faults
+faults.install_sigint()
+class Res:
+    def __del__(self):
+        os.kill(os.getpid(), signal.SIGINT)   # Ctrl-C while a finalizer runs
+        for _ in range(10**6): pass           # the handler runs here; Python swallows it
+Res()                                         # finalized at once
+print("ran on", flush=True)
+faults.point("store_write")                   # cleanup points are left alone
+print("cleanup ok", flush=True)
+try:
+    faults.point("score")
+except KeyboardInterrupt:
+    print("stopped at score", flush=True)
+"""
+    r = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                       timeout=60, env={k: v for k, v in os.environ.items()
+                                        if not k.startswith("FINEMEM_")})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["ran", "on", "cleanup", "ok", "stopped", "at", "score"]
+    assert "KeyboardInterrupt" in r.stderr  # Python's own "Exception ignored" report
+
+
 @pytest.mark.skipif(not LONG, reason="long form: FINEMEM_LONG=1")
 @pytest.mark.parametrize("seed,method", [(1, "full"), (2, "lora"), (3, "full")])
 def test_kill_long_form(fm, tmp_path, seed, method):

@@ -15,6 +15,7 @@ import sys
 
 import typer
 
+from finemem import faults
 from finemem.errors import Interrupted, UserError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
@@ -40,6 +41,7 @@ _register()
 
 
 def main() -> None:
+    faults.install_sigint()  # a Ctrl-C that a finalizer swallows still stops the command
     try:
         rv = app(standalone_mode=False, prog_name="finemem")
         # Non-standalone typer turns Ctrl-C into a returned 130 instead of raising it.

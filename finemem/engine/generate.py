@@ -33,7 +33,8 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 
-from finemem.engine.score import _device, _progress, forward_params, is_oom, oom_backoff
+from finemem.engine.score import (_device, _progress, forward_params, is_oom, oom_backoff,
+                                  plan_batches)
 from finemem.errors import UserError
 from finemem.models.load import pad_id
 
@@ -229,7 +230,10 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
              for j in range(per_prompt)] for i, p in enumerate(prompts)]
     flat = [r for rs in rows for r in rs]
     order = sorted(range(len(flat)), key=lambda k: -len(flat[k].prompt))
-    batches = _plan_rows(order, flat, batch_size, max_tokens_per_batch, max_new_tokens)
+    # rows (longest prompt first) in batches of at most batch_size rows and, with a budget,
+    # rows x (longest prompt + max_new_tokens) <= budget
+    batches = plan_batches([len(r.prompt) + max_new_tokens for r in flat], max_tokens_per_batch,
+                           max_rows=batch_size, order=order)
     pad = pad_id(tokenizer)
     sampling = (temperature, top_k, top_p) if do_sample else None
     eos = eos_ids(model, tokenizer)
@@ -250,24 +254,6 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     out = [[_finish(tokenizer, r, stops) for r in rs] for rs in rows]
     if not do_sample:
         out = [[replace(gs[0], token_ids=list(gs[0].token_ids)) for _ in range(n)] for gs in out]
-    return out
-
-
-def _plan_rows(order: list[int], flat: list[_Row], batch_size: int, budget: int | None,
-               max_new_tokens: int) -> list[list[int]]:
-    """Rows (longest prompt first) in batches of at most batch_size rows and, with a budget,
-    rows x (longest prompt + max_new_tokens) <= budget (a longer row alone)."""
-    out: list[list[int]] = []
-    cur: list[int] = []
-    for k in order:
-        longest = len(flat[cur[0]].prompt) if cur else len(flat[k].prompt)
-        if cur and (len(cur) >= batch_size or
-                    (budget and (len(cur) + 1) * (longest + max_new_tokens) > budget)):
-            out.append(cur)
-            cur = []
-        cur.append(k)
-    if cur:
-        out.append(cur)
     return out
 
 

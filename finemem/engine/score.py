@@ -116,14 +116,19 @@ class TokenScores:
         return self._per_example(lk.extraction_strength, flags=True)
 
 
-def plan_batches(lengths: list[int], max_tokens: int) -> list[list[int]]:
-    """Indices grouped longest-first so that len(batch) * longest <= max_tokens."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+def plan_batches(lengths: list[int], max_tokens: int | None, *, max_rows: int | None = None,
+                 order: list[int] | None = None) -> list[list[int]]:
+    """Indices in batches of consecutive `order` (default: longest first) such that
+    len(batch) * longest <= max_tokens (the first row's length is the batch's longest) and
+    len(batch) <= max_rows; a row longer than the budget goes alone. None: no such limit."""
+    if order is None:
+        order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     cur: list[int] = []
     for i in order:
         longest = lengths[cur[0]] if cur else lengths[i]
-        if cur and (len(cur) + 1) * longest > max_tokens:
+        if cur and ((max_rows and len(cur) >= max_rows) or
+                    (max_tokens and (len(cur) + 1) * longest > max_tokens)):
             batches.append(cur)
             cur = []
         cur.append(i)

@@ -19,7 +19,7 @@ import shutil
 from pathlib import Path
 
 from finemem.errors import UserError
-from finemem.io import write_json_atomic
+from finemem.io import publish_dir, write_json_atomic
 from finemem.train.checkpoint import CKPT_META, checkpoint_name, content_hash, weight_files
 
 # what a model folder needs to load: weights (safetensors only) and their configs
@@ -63,9 +63,7 @@ def register_checkpoint(src: str | Path, ckpt_root: str | Path, *, step: int, ep
         write_json_atomic(tmp / CKPT_META, {"step": step, "epoch": epoch, "kind": kind,
                                             "base_model": base_model, "content_hash": chash,
                                             "source": str(src.resolve())})
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
+        publish_dir(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

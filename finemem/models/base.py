@@ -32,6 +32,7 @@ from pathlib import Path
 
 from finemem.errors import UserError
 from finemem.home import finemem_home
+from finemem.io import publish_dir
 
 CORPUS_VERSION = 1  # bump when the corpus mixing changes
 BUILD_VERSION = 1  # bump when the tokenizer or pretraining procedure (_pretrain.py) changes
@@ -84,9 +85,7 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
         info.update(size=size, hash=digest, spec=spec, build_seconds=round(time.time() - t0, 1))
         (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
         (tmp / BUILDER).unlink()
-        if final.exists():  # forced rebuild (or a concurrent build won): replace it
-            shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
+        publish_dir(tmp, final)  # a forced rebuild (or a concurrent build won): replace it
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)

@@ -35,7 +35,7 @@ from safetensors.torch import load_file, save_file
 
 from finemem import faults
 from finemem.errors import UserError
-from finemem.io import write_json_atomic
+from finemem.io import publish_dir, write_json_atomic
 
 # The metadata file that marks a complete checkpoint folder (the engine, audits and `finemem
 # merge` read and write it through these names), and the one tensor of a head checkpoint.
@@ -128,9 +128,7 @@ def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: st
     meta = {"step": step, "epoch": epoch, "kind": kind, "base_model": base_model,
             "content_hash": chash}
     write_json_atomic(tmp / CKPT_META, meta)
-    if final.exists():  # a replay after a crash re-creates the same checkpoint
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    publish_dir(tmp, final)  # a replay after a crash re-creates the same checkpoint
     return {"name": name, "path": str(final), "content_hash": chash}
 
 
