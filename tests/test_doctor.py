@@ -62,3 +62,10 @@ def test_every_registered_metric_is_documented():
     for name in metric_names():
         for part in ("direction:", "formula:", "default:", "source:"):
             assert part in sections[name], f"docs/METRICS.md, {name}: no '{part}' line"
+
+
+def test_version_option():
+    from finemem import __version__
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"finemem {__version__}"

@@ -26,6 +26,22 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                        "finemem report runs/my-run\n\n"
                        "Example: finemem doctor  (what is installed, built and missing)")
 
+def _print_version(value: bool) -> None:
+    if value:
+        from finemem import __version__
+
+        typer.echo(f"finemem {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version,
+                                       is_eager=True, help="Print finemem's version and exit.")
+          ) -> None:
+    """The group's own options (typer needs a callback to carry them); each command does its
+    own work."""
+
+
 # Modules that register commands on `app` (each defines `register(app)`).
 COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd",
                    "report_cmd", "export_cmd", "doctor_cmd", "canaries_cmd", "trajectories_cmd",
