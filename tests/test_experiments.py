@@ -87,6 +87,26 @@ def test_roles_must_name_runs(monkeypatch):
         exp.plan()
 
 
+def test_errors_name_the_users_settings_file(tmp_path):
+    """Under `--settings FILE` every experiment's errors name FILE, not the shipped YAML."""
+    import yaml
+
+    from finemem.experiments import get_experiment
+
+    shipped = get_experiment("over-memorization").settings()
+    mine = tmp_path / "mine.yaml"
+    for name, settings, field in [
+            ("over-memorization", {**shipped, "roles": {"low_lr": "full-low"}}, "roles.high_lr"),
+            ("lora-vs-full", {"runs": {"a": {}}}, "run"),
+            ("task-disparity", {"tasks": ["qa"], "high": ["qa"]}, "low")]:
+        mine.write_text(yaml.safe_dump(settings))
+        exp = get_experiment(name)
+        exp.settings_path = mine
+        with pytest.raises(UserError) as e:
+            exp.plan()
+        assert str(mine) in str(e.value) and f"field '{field}'" in str(e.value), str(e.value)
+
+
 # -- sweep grid -------------------------------------------------------------------------------
 
 def test_grid_values_are_yaml_scalars():

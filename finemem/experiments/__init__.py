@@ -56,6 +56,14 @@ class Experiment(ABC):
             return _load_user_settings(Path(self.settings_path))
         return load_settings(self.settings_file)[0]
 
+    def require(self, plan: dict, *keys: str) -> dict:
+        """`plan` when every key in `keys` is set in it, else a `UserError` naming the settings
+        file and the first missing key."""
+        for key in keys:
+            if not plan.get(key):
+                raise UserError("missing", source=self.settings_source, field=key)
+        return plan
+
     @abstractmethod
     def configs(self, out: Path) -> dict:
         """Run name -> validated `RunConfig` of every run the experiment trains under `out`."""

@@ -36,10 +36,7 @@ class LoraVsFull(Experiment):
     reproducible = True
 
     def plan(self) -> dict:
-        plan = self.settings()
-        for key in ("run", "runs", "methods", "duplication", "size"):
-            if not plan.get(key):
-                raise UserError("missing", source=self.settings_source, field=key)
+        plan = self.require(self.settings(), "run", "runs", "methods", "duplication", "size")
         named = [plan["methods"]["reference"], *plan["methods"]["others"],
                  *plan["duplication"], *plan["size"].values()]
         stray = sorted(set(named) - set(plan["runs"]))

@@ -37,7 +37,7 @@ class OverMemorization(Experiment):
     def plan(self) -> dict:
         """The YAML settings, checked: runs, roles naming runs, the base experiment."""
         plan = self.settings()
-        src = self.settings_file
+        src = self.settings_source  # the user's file under `--settings`
         runs = plan.get("runs")
         if not isinstance(runs, dict) or not runs:
             raise UserError("no runs", source=src, field="runs")
@@ -66,7 +66,7 @@ class OverMemorization(Experiment):
             raw["run_dir"] = str(Path(out) / name)
             for key, value in {**(plan.get("common") or {}), **(overrides or {})}.items():
                 set_path(raw, key, value)
-            cfgs[name] = parse_config(raw, source=f"{self.settings_file}: runs.{name}")
+            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
         return cfgs
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,

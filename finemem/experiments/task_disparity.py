@@ -38,10 +38,7 @@ class TaskDisparity(Experiment):
     reproducible = True
 
     def plan(self) -> dict:
-        plan = self.settings()
-        for key in ("tasks", "high", "low", "run"):
-            if not plan.get(key):
-                raise UserError("missing", source=self.settings_source, field=key)
+        plan = self.require(self.settings(), "tasks", "high", "low", "run")
         stray = sorted(set(plan["high"] + plan["low"]) - set(plan["tasks"]))
         if stray:
             raise UserError(f"{', '.join(stray)} not among tasks",
