@@ -141,8 +141,9 @@ class LoraSettings(_Strict):
     alpha: float = Field(32.0, gt=0)
     dropout: float = Field(0.05, ge=0.0, lt=1.0)
     target_modules: list[str] | Literal["default", "all-linear"] = Field(
-        "default", description="'default' = attention + MLP projections of Llama-style models; "
-                               "'all-linear'; or a list of module names")
+        "default", description="'default' = attention + MLP projections of Llama-style models "
+                               "(other architectures: peft's default for the model type, e.g. "
+                               "GPT-2 c_attn); 'all-linear'; or a list of module names")
 
 
 class TrainingConfig(_Strict):

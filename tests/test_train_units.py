@@ -85,6 +85,25 @@ def test_lora_target_errors_name_module_and_list_linears():
     assert "training.lora.target_modules" in msg
 
 
+def test_lora_default_targets_follow_the_architecture():
+    """'default' keeps the Llama projections for Llama-style models and takes peft's default
+    for the model type otherwise (GPT-2: c_attn), so LoRA on a GPT-2 folder works unconfigured;
+    a model type peft does not know still gets the one-line error."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    assert resolve_lora_targets(tiny_llama(), "default") == [
+        "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    gpt2 = GPT2LMHeadModel(GPT2Config(vocab_size=40, n_embd=16, n_layer=1, n_head=2,
+                                      n_positions=32))
+    assert resolve_lora_targets(gpt2, "default") == ["c_attn"]
+    model = apply_method(gpt2, TrainingConfig(method="lora"))
+    trained = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trained and all("c_attn.lora_" in n for n in trained)
+    gpt2.config.model_type = "not-a-known-type"
+    with pytest.raises(UserError, match="no linear module 'q_proj'.*try 'all-linear'"):
+        resolve_lora_targets(gpt2, "default")
+
+
 def test_head_method_unties_and_trains_only_the_head():
     model = tiny_llama(tied=True)
     emb_before = model.get_input_embeddings().weight.detach().clone()

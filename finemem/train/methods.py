@@ -6,8 +6,9 @@ Usage:
 - `full`: every weight trains.
 - `lora`: peft LoRA adapters (`LoraConfig` + `get_peft_model`); only the adapters train.
   `target_modules: default` means the attention and MLP projections of Llama-style models
-  (q,k,v,o,gate,up,down); `all-linear` is passed to peft as is; a list names modules by their
-  last name component(s), e.g. `[q_proj, v_proj]`.
+  (q,k,v,o,gate,up,down), and for other architectures peft's own default for the model type
+  (GPT-2: c_attn; GPT-NeoX: query_key_value); `all-linear` is passed to peft as is; a list
+  names modules by their last name component(s), e.g. `[q_proj, v_proj]`.
 - `head`: only the output head (`lm_head`) trains. A head tied to the input embeddings is
   untied first (the weight is cloned), so the embeddings stay as they were.
 """
@@ -50,19 +51,30 @@ def resolve_lora_targets(model: nn.Module, targets) -> list[str] | str:
     """
     if targets == "all-linear":
         return "all-linear"
-    names = list(DEFAULT_LORA_TARGETS) if targets == "default" else list(targets)
+    linear = [n for n, m in model.named_modules() if n and _is_linear(m)]
+    names = _default_targets(model, linear) if targets == "default" else list(targets)
     if not names:
         raise UserError("no LoRA target modules given; use 'default', 'all-linear' or a list",
                         field="training.lora.target_modules")
-    linear = [n for n, m in model.named_modules() if n and _is_linear(m)]
     for t in names:
         if not any(_matches(n, t) for n in linear):
-            hint = " ('default' is for Llama-style models; try 'all-linear')" \
-                if targets == "default" else ""
+            hint = (" ('default' covers Llama-style models and the architectures peft "
+                    "knows; try 'all-linear')") if targets == "default" else ""
             raise UserError(f"the model has no linear module '{t}'{hint}; its linear modules "
                             f"are: {', '.join(linear_module_names(model))}",
                             field="training.lora.target_modules")
     return names
+
+
+def _default_targets(model: nn.Module, linear: list[str]) -> list[str]:
+    """Llama-style projections when the model has them all, else peft's default targets for
+    the model type when it names one (peft applies the same table when given none)."""
+    if all(any(_matches(n, t) for n in linear) for t in DEFAULT_LORA_TARGETS):
+        return list(DEFAULT_LORA_TARGETS)
+    from peft.utils import TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING as PEFT_DEFAULTS
+
+    model_type = getattr(getattr(model, "config", None), "model_type", None)
+    return list(PEFT_DEFAULTS.get(model_type, DEFAULT_LORA_TARGETS))
 
 
 def output_head_name(model: nn.Module) -> str:
@@ -101,8 +113,14 @@ def apply_method(model: nn.Module, training) -> nn.Module:
 
         lc = training.lora
         targets = resolve_lora_targets(model, lc.target_modules)
+        # GPT-2-style Conv1D stores its weight transposed; peft would warn and flip the flag
+        hit = [m for n, m in model.named_modules() if n and _is_linear(m) and
+               (targets == "all-linear" or any(_matches(n, t) for t in targets))]
+        conv1d = bool(hit) and all(type(m).__name__ == "Conv1D" for m in hit
+                                   if m is not model.get_output_embeddings())
         config = LoraConfig(r=lc.r, lora_alpha=lc.alpha, lora_dropout=lc.dropout,
-                            target_modules=targets, task_type="CAUSAL_LM")
+                            target_modules=targets, task_type="CAUSAL_LM",
+                            fan_in_fan_out=conv1d)
         with warnings.catch_warnings():  # peft calls a transformers API deprecated in v5
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
             return get_peft_model(model, config)
