@@ -26,6 +26,7 @@ app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_
                        "finemem report runs/my-run\n\n"
                        "Example: finemem doctor  (what is installed, built and missing)")
 
+
 def _print_version(value: bool) -> None:
     if value:
         from finemem import __version__
