@@ -116,3 +116,30 @@ def test_stop_after_overmemorized_sets_should_training_stop(trainer_run, monkeyp
     assert cb.ship["checkpoint"] == str(out / "checkpoint-4")
     assert state.log_history[-1]["finemem/overmemorized_streak"] == 2.0
     assert "finemem/test/perplexity" in state.log_history[-1]
+
+
+def test_two_processes_audit_together_and_stop_together(tmp_path):
+    """`torchrun --nproc_per_node 2` (gloo, CPU): the main process registers the checkpoint,
+    both processes take part in its audit, and the main process's stop decision reaches the
+    other one, so both stop at the first save (step 4 of 8) instead of one waiting forever."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    from finemem.store import Store
+
+    out = tmp_path / "ddp"
+    out.mkdir()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                        str(Path(__file__).resolve().parent / "_ddp_callback_run.py"),
+                        str(out)], env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
+    seen = [json.loads((out / f"rank{i}.json").read_text()) for i in (0, 1)]
+    assert [s["global_step"] for s in seen] == [4, 4]
+    assert seen[0]["stopped_at"] == "step-000004" and seen[1]["stopped_at"] is None
+    with Store(out / "finemem" / "results.sqlite") as store:
+        names = {c["name"] for c in store.checkpoints()}
+        assert names == {"step-000004"}
+        assert store.metrics(checkpoint="step-000004")

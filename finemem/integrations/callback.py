@@ -27,8 +27,13 @@ checkpoints audited so far (the running best accuracy and the running PPL minimu
 what the full-run rule gives for every checkpoint up to the run's best. `ship` names the
 checkpoint to ship (the recommendation over the checkpoints so far) after every save.
 
-`finemem report <output_dir>/finemem` renders the run afterwards. One process only (no
-multi-GPU `accelerate launch`): the audit runs on the main process while the others wait.
+`finemem report <output_dir>/finemem` renders the run afterwards.
+
+Several processes (`torchrun` / `accelerate launch` with DDP): the main process writes the run
+folder and registers each checkpoint; every process then takes part in the audit (each scores
+its share of the examples, as `finemem audit` does under a launcher) and every process gets the
+main process's stop decision, so they all stop at the same step. The output folder must be
+shared by the processes (one machine, or a shared file system).
 """
 
 from __future__ import annotations
@@ -100,8 +105,7 @@ class FinememCallback(TrainerCallback):
 
     # set-up ------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
-        if not state.is_world_process_zero:
-            return
+        from finemem import distributed as ddp
         from finemem.config import parse_config
         from finemem.io import write_text_atomic
         from finemem.models.load import load_tokenizer, resolve_model
@@ -110,6 +114,10 @@ class FinememCallback(TrainerCallback):
         self.kind = "lora" if hasattr(model, "peft_config") else "full"
         if self.base_model is None:
             self.base_model = _base_of(model)
+        if not state.is_world_process_zero:
+            self.base_model = resolve_model(self.base_model)
+            ddp.barrier()  # the main process writes the run folder
+            return
         base = resolve_model(self.base_model)
         cfg = parse_config({"run_dir": str(self.run_dir), "model": base, "data": self.data,
                             "training": {"method": self.kind},
@@ -122,28 +130,55 @@ class FinememCallback(TrainerCallback):
             hasattr(processing_class, "encode") else load_tokenizer(base)
         tok = getattr(tok, "tokenizer", tok)  # a processor's text tokenizer
         tok.save_pretrained(str(self.run_dir / "tokenizer"))
+        ddp.barrier()
 
     # each save ---------------------------------------------------------------------------
     def on_save(self, args, state, control, **kw):
-        if not state.is_world_process_zero or self.run_dir is None:
-            return control
+        """Register the new checkpoint (main process), audit it (every process takes its
+        share), log it and decide whether to stop (main process; shared with the others)."""
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        from finemem.audit import audit_run, summarize
+        from finemem import distributed as ddp
+        from finemem.audit import audit_run
         from finemem.integrations.bridge import register_checkpoint
         from finemem.store import Store
 
-        src = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
-        if not src.is_dir():
+        if self.run_dir is None:
             return control
-        info = register_checkpoint(src, self.run_dir / "checkpoints", step=state.global_step,
-                                   epoch=float(state.epoch or 0.0), base_model=self.base_model,
-                                   kind=self.kind)
-        with Store(self.run_dir / "results.sqlite") as store:
-            store.add_checkpoint(info["name"], step=state.global_step,
-                                 epoch=float(state.epoch or 0.0), path=info["path"],
-                                 kind=info["kind"], content_hash=info["content_hash"])
+        src = Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{state.global_step}"
+        info = None
+        if state.is_world_process_zero and src.is_dir():
+            info = register_checkpoint(src, self.run_dir / "checkpoints",
+                                       step=state.global_step, epoch=float(state.epoch or 0.0),
+                                       base_model=self.base_model, kind=self.kind)
+            with Store(self.run_dir / "results.sqlite") as store:
+                store.add_checkpoint(info["name"], step=state.global_step,
+                                     epoch=float(state.epoch or 0.0), path=info["path"],
+                                     kind=info["kind"], content_hash=info["content_hash"])
+        if ddp.active():
+            ddp.barrier()  # the checkpoint is registered before any process audits it
+            if not src.is_dir():  # saved on the main process's file system only
+                raise UserError(f"{src} is not visible to process {ddp.rank()}: "
+                                "FinememCallback needs an output_dir all processes share",
+                                field="output_dir")
+        elif info is None:
+            return control
         audit_run(self.run_dir, probes=self.probes, device=self.device, progress=False)
+        stop = self._after_audit(args, state, info) if info is not None else False
+        if ddp.active():
+            from accelerate.utils import broadcast_object_list
+
+            stop = broadcast_object_list([stop], from_process=0)[0]
+        if stop:
+            control.should_training_stop = True
+        return control
+
+    def _after_audit(self, args, state, info: dict) -> bool:
+        """Main process: log the new checkpoint's metrics, judge its stage, name the
+        checkpoint to ship; whether training should stop."""
+        from finemem.audit import summarize
+        from finemem.store import Store
+
         with Store(self.run_dir / "results.sqlite") as store:
             rows = store.metrics(checkpoint=info["name"])
         from finemem.audit.summary import parse_setting
@@ -168,11 +203,11 @@ class FinememCallback(TrainerCallback):
         else:
             state.log_history.append({**logs, "step": state.global_step})
         if self.stop_after and entry["streak"] >= self.stop_after:
-            control.should_training_stop = True
             self.stopped_at = info["name"]
             self._say(f"finemem: {entry['streak']} consecutive over-memorized checkpoints: "
                       f"stopping training; ship {self.ship['checkpoint']}")
-        return control
+            return True
+        return False
 
     def _judge(self, s, name: str, output_dir: Path) -> dict:
         from finemem.analysis.stages import LABELS
