@@ -202,4 +202,6 @@ def test_lora_vs_full_report_from_stored_results(sweep, tmp_path):
         assert heading in md
     assert "| method-lora | lora (r16, alpha 32)" in md and "42%" in md
     assert md.count("**") >= 6                          # a verdict per claim
+    from finemem.experiments import MACHINE_NOTE
+    assert md.split("\n")[4] == MACHINE_NOTE             # the second paragraph
     assert (tmp_path / "img" / "curves.png").is_file()

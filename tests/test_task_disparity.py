@@ -65,6 +65,8 @@ def test_reproduce_on_local_files_writes_its_own_section(tmp_path, capsys, monke
     assert "<!-- experiment:task-disparity -->" in text
     assert "| qa | 16 |" in text and "| translate |" in text
     assert "Overall, verbatim:" in text and "Within length bin" in text
+    from finemem.experiments import MACHINE_NOTE
+    assert MACHINE_NOTE in text                          # figures are this machine's
     assert (tmp_path / "img" / "task_disparity.png").stat().st_size > 1000
     # A rerun resumes: nothing is trained or audited again, the section is the same.
     before = {p: p.stat().st_mtime for p in (tmp_path / "runs").rglob("*.safetensors")}

@@ -33,6 +33,17 @@ from finemem.registry import import_modules, registrar
 
 EXPERIMENTS: dict[str, type["Experiment"]] = {}
 
+# Said under every report an experiment writes: its figures depend on the machine's base build.
+MACHINE_NOTE = ("These figures come from one machine. The self-built base model is "
+                "bit-identical for the same thread count on one machine but not across machines, "
+                "so another machine shows other numbers; for the over-memorization runs two "
+                "machines gave the same verdicts (docs/OVER_MEMORIZATION.md).")
+
+
+def with_machine_note(lines: list[str]) -> list[str]:
+    """`lines` (title, "", first paragraph, ...) with MACHINE_NOTE as the second paragraph."""
+    return lines[:3] + ["", MACHINE_NOTE] + lines[3:]
+
 
 class Experiment(ABC):
     name: ClassVar[str] = ""
@@ -122,5 +133,5 @@ def _load_builtin() -> None:
     import_modules(__name__)
 
 
-__all__ = ["EXPERIMENTS", "Experiment", "experiment_names", "get_experiment", "load_settings",
-           "register_experiment"]
+__all__ = ["EXPERIMENTS", "MACHINE_NOTE", "Experiment", "experiment_names", "get_experiment",
+           "load_settings", "register_experiment", "with_machine_note"]

@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment
+from finemem.experiments import Experiment, register_experiment, with_machine_note
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -300,7 +300,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
           f"{c0.data.train.n} templated texts, not the paper's 7B models; the non-members' "
           "column is the floor that the task's template alone reaches, so the excess is the "
           "memorization of these texts. Read the verdicts as what this setup shows."]
-    return "\n".join(L)
+    return "\n".join(with_machine_note(L))
 
 
 def _manifest(run_dir) -> dict[str, int]:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finemem.audit.summary import ACC, PPL
+from finemem.experiments import with_machine_note
 
 OVERMEM = "over-memorized"
 
@@ -213,7 +214,7 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
     from finemem.io import write_doc_section
 
     # The document's other sections (e.g. task-disparity) are left as they are.
-    write_doc_section(doc, "experiment:over-memorization", "\n".join(L))
+    write_doc_section(doc, "experiment:over-memorization", "\n".join(with_machine_note(L)))
 
 
 def checkpoint_claims(rec, om, k: int) -> list[tuple[str, Measure, str]]:

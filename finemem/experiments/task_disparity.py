@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment
+from finemem.experiments import Experiment, register_experiment, with_machine_note
 
 OUTCOMES = ("verbatim", "any", "exact_greedy_extractable")
 
@@ -228,7 +228,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
           "one group only, the tasks cannot be compared at that length. These are small "
           "models on procedural text: read the verdicts as what this setup shows, not as a "
           "test of the paper at its scale."]
-    return "\n".join(L)
+    return "\n".join(with_machine_note(L))
 
 
 def _plot(rows: dict, path: Path) -> None:
