@@ -72,3 +72,8 @@ if __name__ == "__main__":
     cb = main(a.out_dir, model=a.model, steps=a.steps,
               stop_after_overmemorized=a.stop_after_overmemorized)
     print(f"run folder: {cb.run_dir}\nship: {cb.ship}")
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # under torchrun: a clean exit (gloo can abort at exit otherwise)
+        dist.barrier()
+        dist.destroy_process_group()

@@ -61,3 +61,8 @@ if __name__ == "__main__":
     a = ap.parse_args()
     cb = main(a.out_dir, model=a.model, steps=a.steps, lora=not a.full)
     print(f"run folder: {cb.run_dir}\nship: {cb.ship}")
+    import torch.distributed as dist
+
+    if dist.is_initialized():  # under torchrun: a clean exit (gloo can abort at exit otherwise)
+        dist.barrier()
+        dist.destroy_process_group()
