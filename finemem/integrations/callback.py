@@ -115,8 +115,8 @@ class FinememCallback(TrainerCallback):
         if self.base_model is None:
             self.base_model = _base_of(model)
         if not state.is_world_process_zero:
+            ddp.barrier()  # the main process resolves (builds) the base and writes the run folder
             self.base_model = resolve_model(self.base_model)
-            ddp.barrier()  # the main process writes the run folder
             return
         base = resolve_model(self.base_model)
         cfg = parse_config({"run_dir": str(self.run_dir), "model": base, "data": self.data,
