@@ -19,19 +19,15 @@ from finemem import distributed as ddp
 from finemem import engine, faults
 from finemem.audit.context import AuditContext
 from finemem.audit.probes import get_probe, resolve_probes
-from finemem.config import AuditConfig, RunConfig, load_config
+from finemem.config import AuditConfig, RunConfig
 from finemem.errors import UserError
-from finemem.models.load import load_tokenizer, pick_device
-from finemem.store import Store
-from finemem.train.loop import quiet_hf
+from finemem.models.load import load_tokenizer, pick_device, quiet_hf
+from finemem.run import RunFolder
 
 
 def open_run(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError("not a finemem run folder (no config.yaml); train it first with "
-                        "`finemem train`", source=str(run_dir))
-    return load_config(run_dir / "config.yaml")
+    """The run's config (`RunFolder.config`)."""
+    return RunFolder(run_dir).config
 
 
 def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
@@ -73,9 +69,10 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
 
 def _open(run_dir: Path, cfg: RunConfig, acfg: AuditConfig, names: list[str]):
     """The audit's context and its prepared probes with their done-keys."""
-    store = Store(run_dir / "results.sqlite")
+    run = RunFolder(run_dir)
+    store = run.open_store()
     try:
-        ctx = AuditContext(run_dir, cfg, load_tokenizer(str(run_dir / "tokenizer")), store)
+        ctx = AuditContext(run_dir, cfg, load_tokenizer(str(run.tokenizer_dir)), store)
         active = [get_probe(n)(acfg.section(n)) for n in names]
         for p in active:
             p.prepare(ctx)
@@ -88,9 +85,8 @@ def _open(run_dir: Path, cfg: RunConfig, acfg: AuditConfig, names: list[str]):
 def _check_refs(cfg: RunConfig, refs) -> None:
     """Before anything is written: every checkpoint to audit has readable weight files and was
     trained on this run's base model (an adapter copied in from another run is refused)."""
-    from finemem.engine.checkpoints import base_content_hash
     from finemem.models.load import resolve_model
-    from finemem.train.checkpoint import check_weights
+    from finemem.run.checkpoints import base_content_hash, check_weights
 
     want = None
     for r in refs:

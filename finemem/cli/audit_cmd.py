@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
 
         Example: finemem merge runs/demo/checkpoints/step-000100
         runs/demo/checkpoints/step-000400"""
-        from finemem.audit.merging import merge_run_checkpoints
+        from finemem.models.merging import merge_run_checkpoints
 
         path = merge_run_checkpoints(ckpt_a, ckpt_b, alpha=alpha, out=out)
         typer.echo(f"wrote {path}")
@@ -121,7 +121,7 @@ def _show(run_dir: Path) -> None:
     from finemem.report.extraction_table import print_extraction
     from finemem.report.plots import write_plots
     from finemem.report.tables import print_summary
-    from finemem.store import Store
+    from finemem.run import RunFolder
 
     if print_extraction(run_dir):
         from finemem.analysis.compare import relaxed_summary
@@ -130,7 +130,7 @@ def _show(run_dir: Path) -> None:
         if line:
             typer.echo(line)
         typer.echo("")
-    with Store(Path(run_dir) / "results.sqlite") as store:
+    with RunFolder(run_dir).open_store() as store:
         if not store.metrics(split="test", name="perplexity"):
             return  # no likelihood results: no stage table
     s = summarize(run_dir)

@@ -87,16 +87,16 @@ def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC 
     from rich.console import Console
     from rich.table import Table
 
-    from finemem.audit.summary import parse_setting
     from finemem.data.canaries import read_canaries
     from finemem.errors import UserError
-    from finemem.store import Store
+    from finemem.run import RunFolder
 
     cans = read_canaries(run_dir)
     n_twins = sum(not c.inserted for c in cans)
-    if not (Path(run_dir) / "results.sqlite").is_file():
+    run = RunFolder(run_dir)
+    if not run.has_results():
         raise UserError("no results store; run `finemem audit` first", source=str(run_dir))
-    with Store(Path(run_dir) / "results.sqlite") as store:
+    with run.open_store() as store:
         rows = store.metrics(split="canaries")
         order = {c["name"]: c["step"] for c in store.checkpoints()}
     if not rows:
@@ -104,7 +104,7 @@ def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC 
                         source=str(run_dir))
     cell: dict = {}
     for r in rows:
-        st = parse_setting(r["setting"])
+        st = r.settings
         if r["name"] == "exposure" and st.get("family") != "all":
             continue
         if r["name"] in ("membership_auc", "membership_tpr_at_fpr") and (

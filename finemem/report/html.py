@@ -124,7 +124,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         if not d.is_dir():
             raise UserError("run folder not found", source=str(d))
     if out is not None:  # relative to the (first) run folder, and never outside it
-        from finemem.export import inside
+        from finemem.io import inside
 
         out = inside(run_dirs[0], out)
     if len(run_dirs) == 1:

@@ -19,7 +19,7 @@ import numpy as np
 from pydantic import Field
 
 from finemem.audit import measures
-from finemem.audit.attacks import attack_scores, base_scores, refused_fprs, separation
+from finemem.audit.attacks import attack_scores, refused_fprs, separation
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 from finemem.metrics.membership import exposure_per_canary
@@ -61,7 +61,7 @@ class CanariesProbe(Probe):
         scores = ctx.score(ref, model, self.examples, loss_on="completion")
         base = None
         if {"reference", "rmia"} & set(c.attacks):
-            base = base_scores(ctx, ref, model, self.examples, loss_on="completion")
+            base = ctx.base_scores(ref, model, self.examples, loss_on="completion")
         twin = np.array([not x.inserted for x in self.cans])
         fam = np.array([x.family for x in self.cans])
         tier = np.array([x.tier for x in self.cans])
