@@ -59,7 +59,7 @@ def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
     """The base as step 0, then every complete folder in run_dir/checkpoints/, by step
     (a folder is complete once it holds its metadata: finemem writes it before the rename)."""
     run = RunFolder(run_dir)
-    cfg = run.config
+    cfg = run.load_settings()
     refs = [_ref(c) for c in list_checkpoints(run.checkpoints_dir)]
     base = refs[0].base_model if refs else None
     if base is None or (base.startswith(("/", ".", "~")) and not Path(base).exists()):
@@ -100,7 +100,7 @@ def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
     from finemem.models.load import load_model, pick_device
 
     run_dir = Path(run_dir)
-    cfg = RunFolder(run_dir).config
+    cfg = RunFolder(run_dir).load_settings()
     refs = load_run_checkpoints(run_dir) if refs is None else list(refs)
     kinds = {r.kind for r in refs}
     if {"lora", "head"} <= kinds:

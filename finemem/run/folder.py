@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import NamedTuple
 
 from finemem.errors import UserError
 from finemem.store import BASE_HASH, CheckpointRow, Store
@@ -33,6 +34,20 @@ def _parsed(path: str, mtime_ns: int, size: int):
     from finemem.config import load_config
 
     return load_config(path)
+
+
+@lru_cache(maxsize=32)
+def _raw(path: str, mtime_ns: int, size: int) -> dict:
+    import yaml
+
+    return yaml.safe_load(Path(path).read_text("utf-8")) or {}
+
+
+class LoadSettings(NamedTuple):
+    """What loading a run's models needs from its config."""
+    model: str
+    trust_remote_code: bool
+    allow_pickle: bool
 
 
 def read_config(path: str | Path):
@@ -98,6 +113,17 @@ class RunFolder:
             raise UserError("not a finemem run folder (no config.yaml); train it first with "
                             "`finemem train`", source=str(self.path))
         return read_config(self.config_file)
+
+    def load_settings(self) -> LoadSettings:
+        """The model and its loading options, read from config.yaml without validating the
+        rest (the engine loads models of folders whose other sections it does not read)."""
+        if not self.config_file.is_file():
+            self.config  # noqa: B018 (its UserError: not a run folder)
+        st = self.config_file.stat()
+        raw = _raw(str(self.config_file.resolve()), st.st_mtime_ns, st.st_size)
+        return LoadSettings(str(raw.get("model", "builtin:tiny")),
+                            bool(raw.get("trust_remote_code", False)),
+                            bool(raw.get("allow_pickle", False)))
 
     def open_store(self) -> Store:
         """The run's results store (created when absent); close it, or use `with`."""

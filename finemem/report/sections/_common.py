@@ -21,7 +21,8 @@ from pathlib import Path
 from finemem.run import BASE, RunFolder
 from finemem.store import CheckpointRow, GenerationRecord, Store
 
-__all__ = ["BASE", "RunData", "num", "interval", "settings_text", "matched_pair"]
+__all__ = ["BASE", "Grid", "RunData", "ci", "interval", "last_with", "matched_pair", "num",
+           "settings_text"]
 
 
 @dataclass
@@ -143,6 +144,32 @@ def _load_examples(run: RunData, split: str) -> dict:
     except (UserError, OSError, ValueError):
         return {}
     return {str(e.id): e for e in exs}
+
+
+@dataclass
+class Grid:
+    """A table a section computes once and shows twice: in the terminal after `finemem audit`
+    (`finemem.report.tables.print_grid`) and in the HTML report (the `grid(g)` macro)."""
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def ci(row: dict | None, digits: int = 3) -> str:
+    """A stored metric row as 'value [lo, hi]' ('-' when absent)."""
+    if row is None:
+        return "-"
+    if row.get("lo") is None or row.get("hi") is None:
+        return num(row["value"], digits)
+    return f"{num(row['value'], digits)} [{num(row['lo'], digits)}, {num(row['hi'], digits)}]"
+
+
+def last_with(run: RunData, **filters) -> str | None:
+    """The last checkpoint (in training order, merges last) with a metric matching `filters`."""
+    have = {r["checkpoint"] for r in run.metric_rows(**filters)}
+    order = [c for c in run.checkpoint_order() if c in have]
+    return order[-1] if order else None
 
 
 # formatting helpers ------------------------------------------------------------------------
