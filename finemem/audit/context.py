@@ -146,7 +146,12 @@ class AuditContext:
 
     def base_ref(self):
         """The run's base model (step 0) as a checkpoint ref, looked up once per audit."""
-        return self.once("base_ref", lambda: engine.load_run_checkpoints(self.run_dir)[0])
+        return self.run_refs()[0]
+
+    def run_refs(self) -> list:
+        """The run's checkpoint refs, base (step 0) first then by step, looked up once per
+        audit (for a probe that reads what earlier checkpoints stored)."""
+        return self.once("run_refs", lambda: engine.load_run_checkpoints(self.run_dir))
 
     def base_scores(self, ref, model, examples: list[Example], *, loss_on: str) -> list:
         """The base model's scores of `examples`: `ref`'s own when it is the base; else the
