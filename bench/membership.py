@@ -31,13 +31,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from finemem.audit.attacks import attack_scores, separation  # noqa: E402
+from finemem.audit.attacks import attack_names, attack_scores, separation  # noqa: E402
 from bench._perf import best  # noqa: E402
 from finemem.engine import score  # noqa: E402
 from finemem.metrics import membership as mi  # noqa: E402
 
 LOAD = [0.0, 0.0, 0.0]
-ATTACKS = list(mi.ATTACKS)
+ATTACKS = attack_names(default_only=True)  # the six the per-sample way below computes
 
 
 def prepare(n: int) -> Path:

@@ -11,6 +11,7 @@ import pytest
 from scipy.stats import beta
 from typer.testing import CliRunner
 
+from finemem.audit.attacks import attack_names
 from finemem.errors import UserError
 from finemem.metrics import membership as mi
 
@@ -177,7 +178,7 @@ def _rows(run, split, name):
 def test_negative_control_base_does_not_separate(run):
     aucs = {r["settings"]["attack"]: r for r in _rows(run, "membership", "membership_auc")
             if r["checkpoint"] == "step-000000"}
-    assert set(aucs) == set(mi.ATTACKS)
+    assert set(attack_names(default_only=True)) <= set(aucs)  # other tests add attacks
     loss = aucs["loss"]
     assert loss["lo"] <= 0.5 <= loss["hi"] and loss["n"] == 24
     assert loss["settings"]["nonmembers"] == 100

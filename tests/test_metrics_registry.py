@@ -42,6 +42,9 @@ def _sample(kind: str, rng) -> tuple:
     if kind == "text_pairs":
         return tuple([" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)]
                      for _ in range(2))
+    if kind == "text_sets":
+        return tuple([" ".join(rng.choice(WORDS, size=rng.integers(3, 8))) for _ in range(n)]
+                     for _ in range(2))
     if kind == "embedding_pairs":
         return (list(rng.normal(size=(n, 5))), list(rng.normal(size=(n, 5))))
     if kind == "score_sets":
@@ -64,7 +67,7 @@ def _call(info, args):
 DEGENERATE = {  # input kind -> data arguments with nothing to measure
     "token_logprobs": ([],), "correct_flags": ([],), "texts": ([],), "pred_ref": ([], []),
     "embeddings": (np.zeros((0, 4)),), "confidence_correct": ([], []), "pass_counts": ([], []),
-    "values": ([],), "flag_sets": ([], []), "text_pairs": ([], []),
+    "values": ([],), "flag_sets": ([], []), "text_pairs": ([], []), "text_sets": ([], []),
     "embedding_pairs": (np.zeros((0, 4)), np.zeros((0, 4))), "labels": ([],),
     "score_sets": ([], []), "value_pairs": ([], []),
 }

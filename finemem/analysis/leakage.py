@@ -107,3 +107,18 @@ def pick_within(rows: list[dict], budget: Budget, *, graded: bool) -> Pick:
     return Pick(best, f"Within {budget.kind} <= {budget.limit:g}: {best['name']} (step "
                       f"{best['step']}), {quality}, {budget.kind} {best[budget.kind]:.3f}{ci}; "
                       f"{len(ok)} of {len(measured)} measured checkpoints are within the budget.")
+
+
+def blind_shift_note(rows) -> str | None:
+    """The distribution-shift warning (Das et al. 2024) when a row's stored blind baseline
+    (`membership/blind_baseline_auc`) has its interval above 0.55: the membership figures the
+    budget reads then measure the shift between members and non-members, not memorization."""
+    from finemem.metrics.blind import SHIFT_NOTE, distribution_shift
+
+    for row in rows:
+        b = row.find("membership/blind_baseline_auc") if hasattr(row, "find") else None
+        if b and distribution_shift(b.get("lo")):
+            return (f"warning: {SHIFT_NOTE} (blind baseline AUC {b['value']:.2f} "
+                    f"[{b['lo']:.2f}, {b['hi']:.2f}] from the text alone; "
+                    "--max-leakage reads those figures)")
+    return None

@@ -74,14 +74,27 @@ def register(app: typer.Typer) -> None:
             default = "" if p.default else " [not run by default]"
             typer.echo(f"{name}: {p.description}{needs}{default}")
 
+    @app.command("attacks")
+    def attacks_() -> None:
+        """List the registered membership attacks, their paper and what each needs beyond the
+        audited model's scores (`audit.membership.attacks` picks them).
+
+        Example: finemem attacks"""
+        from finemem.audit.attacks import load_attacks
+
+        for name, a in load_attacks().items():
+            needs = f" (needs {', '.join(a.needs)})" if a.needs else ""
+            default = "" if a.default else " [not run by default]"
+            typer.echo(f"{name}: {a.description}; {a.paper}{needs}{default}")
+
     @app.command()
     def recommend(run_dir: Path, max_leakage: Optional[str] = typer.Option(
                       None, "--max-leakage", help="leakage budget, auc=0.6, tpr=0.1 (at 1% FPR) "
                       "or extraction=0.05: the most accurate checkpoint within it (needs "
                       "`finemem audit RUN_DIR --probes membership`)"),
                   attack: str = typer.Option("loss", help="attack whose AUC / TPR is the "
-                                                          "leakage: loss, zlib, min_k, "
-                                                          "min_k_pp, reference, rmia")) -> None:
+                                                          "leakage (`finemem attacks` lists "
+                                                          "them)")) -> None:
         """Name the checkpoint to ship and explain why, from an audited run; with membership
         results, the accuracy-vs-leakage table (and RUN_DIR/report/leakage.png).
 

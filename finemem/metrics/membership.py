@@ -11,8 +11,8 @@ Usage:
 
 Attack scores are per example, from one teacher-forced pass (``token_lp[i][t]`` = log p of
 target token t of example i; ``mu``, ``sigma`` the mean and std of log p(z) under the model at
-that position). ``ATTACKS`` says for each which side means "member": ``"lower"`` (a low loss)
-or ``"higher"``. The statistics take that side as ``member_when``.
+that position). Which side of each score means "member" is registered with its attack
+(`finemem.audit.attacks`); the statistics take that side as ``member_when``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,6 @@ import numpy as np
 from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
-# attack -> the side of its score that means "member"
-ATTACKS = {"loss": "lower", "zlib": "lower", "min_k": "higher", "min_k_pp": "higher",
-           "reference": "higher", "rmia": "higher"}
 _SIGMA_FLOOR = 1e-6  # a one-hot predictive distribution has sigma 0
 
 

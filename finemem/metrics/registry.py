@@ -44,6 +44,7 @@ INPUT_KINDS = {
     "values": "1-D float array, one value per example (e.g. first-token entropies)",
     "flag_sets": "two 1-D bool arrays: correct flags on a clean set and on its variant",
     "score_sets": "two 1-D float arrays: per-example scores of members and of non-members",
+    "text_sets": "two lists of strings: member texts and non-member texts (not aligned)",
     "text_pairs": "two aligned lists of strings: generated texts and their references",
     "embedding_pairs": "two aligned (n, d) float arrays: embeddings of generated and reference texts",
     "value_pairs": "two aligned 1-D float arrays, one value of each per example",

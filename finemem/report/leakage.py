@@ -90,13 +90,13 @@ def recommend_with_leakage(run_dir: str | Path, max_leakage: str | None, attack:
     checkpoint within it. Bad input raises `UserError` before anything is printed or written."""
     import typer
 
-    from finemem.analysis.leakage import has_leakage, leakage_rows, parse_budget, pick_within
+    from finemem.analysis.leakage import (blind_shift_note, has_leakage, leakage_rows,
+                                          parse_budget, pick_within)
     from finemem.audit import summarize
-    from finemem.errors import UserError, unknown_name
-    from finemem.metrics.membership import ATTACKS
+    from finemem.errors import UserError
+    from finemem.audit.attacks import get_attack
 
-    if attack not in ATTACKS:
-        raise unknown_name("attack", attack, ATTACKS, field="--attack")
+    get_attack(attack, field_name="--attack")
     budget = parse_budget(max_leakage) if max_leakage is not None else None
     s = summarize(run_dir)
     rows = leakage_rows(s, attack=attack)
@@ -113,3 +113,6 @@ def recommend_with_leakage(run_dir: str | Path, max_leakage: str | None, attack:
         typer.echo(f"plot: {plot}")
     if pick is not None:
         typer.echo(pick.explanation)
+    shift = blind_shift_note(s.rows + s.merges)
+    if shift and has_leakage(rows):
+        typer.echo(shift)

@@ -33,11 +33,33 @@ def membership_grid(run) -> Grid | None:
                 continue
             out.append([ck, a, ci(auc)] + [ci(cell.get((ck, "membership_tpr_at_fpr", a, f)))
                                             for f in fprs])
+    blind = {r["checkpoint"]: r for r in rows if r["name"] == "blind_baseline_auc"}
+    if blind:
+        # the model-free text classifier, beside the attacks on every checkpoint
+        out = [r for ck in run.checkpoint_order() for r in
+               [x for x in out if x[0] == ck]
+               + ([[ck, "blind baseline (text only)", ci(blind[ck])] + ["-"] * len(fprs)]
+                  if ck in blind else [])]
     first = aucs[0]
     notes = [f"{first['n']} members, {first['settings'].get('nonmembers')} non-members."]
+    shift = blind_shift(run)
+    if shift:
+        notes.insert(0, shift)
     if not fprs:
         notes.append("No TPR at low FPR: too few non-members (TPR at 1% FPR needs >= 100).")
     return Grid("Membership inference per checkpoint (95% intervals)", headers, out, notes)
+
+
+def blind_shift(run) -> str | None:
+    """The distribution-shift warning when any stored blind baseline's interval lies above
+    0.55 (Das et al. 2024), else None."""
+    from finemem.metrics.blind import SHIFT_NOTE, distribution_shift
+
+    for r in run.metric_rows(split="membership", name="blind_baseline_auc"):
+        if distribution_shift(r["lo"]):
+            return (f"WARNING: {SHIFT_NOTE} (blind baseline AUC {r['value']:.2f} "
+                    f"[{r['lo']:.2f}, {r['hi']:.2f}] from the text alone).")
+    return None
 
 
 def _plot(run):

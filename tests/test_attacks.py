@@ -1,0 +1,166 @@
+"""The attack registry (one file per attack) and the new attacks against hand computations;
+the blind baseline flags a split shifted on purpose and not the demo's."""
+
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+
+from finemem.audit import attacks as A
+from finemem.audit.attacks.dcpdd import dcpdd_score
+from finemem.audit.attacks.neighbourhood import neighbour_texts, neighbourhood_score, vocabulary
+from finemem.audit.attacks.recall import recall_score
+from finemem.audit.attacks.trajectory import first_below_band, trajectory_score
+from finemem.errors import UserError
+from finemem.metrics.blind import blind_baseline_auc, blind_baseline_scores, distribution_shift
+from finemem.metrics import membership as mi
+
+
+class TS:  # a stand-in for engine TokenScores
+    def __init__(self, lp):
+        self.logprob = np.asarray(lp, float)
+        self.mu = self.sigma = None
+
+    def __len__(self):
+        return self.logprob.size
+
+
+def test_registry_holds_the_six_and_the_new_ones():
+    names = set(A.attack_names())
+    assert {"loss", "zlib", "min_k", "min_k_pp", "reference", "rmia"} == set(
+        A.attack_names(default_only=True))
+    assert {"recall", "dcpdd", "neighbourhood", "trajectory"} <= names
+    assert A.get_attack("reference").needs == ("base",)
+    with pytest.raises(UserError, match="Did you mean: recall"):
+        A.get_attack("recal")
+
+
+def test_adding_an_attack_is_one_module(monkeypatch):
+    """A module in the package registering one decorated function is all an attack takes:
+    the probe's config accepts it and `attack_scores` runs it."""
+    mod = types.ModuleType("finemem.audit.attacks.max_lp")
+    exec("from finemem.audit.attacks import register_attack\n"
+         "@register_attack('max_lp', member_when='higher')\n"
+         "def max_lp(inp):\n"
+         "    '''the largest token log p'''\n"
+         "    return [s.logprob.max() for s in inp.scores]\n", mod.__dict__)
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    try:
+        from finemem.audit.probes.membership import MembershipConfig
+
+        assert MembershipConfig(attacks=["loss", "max_lp"]).attacks == ["loss", "max_lp"]
+        s = A.attack_scores(["max_lp", "loss"], [TS([-1, -0.5]), TS([-2.0])], None, ["a", "b"],
+                            population=np.array([1]))
+        assert s["max_lp"].tolist() == [-0.5, -2.0] and s["loss"].tolist() == [0.75, 2.0]
+        assert A.separation("max_lp", [1.0], [0.0], fprs=[])[0][2].value == 1.0
+    finally:
+        A.ATTACKS.pop("max_lp", None)
+
+
+def test_config_refuses_unknown_attacks_and_unanswerable_needs():
+    from pydantic import ValidationError
+
+    from finemem.audit.probes.canaries import CanariesConfig
+    from finemem.audit.probes.membership import MembershipConfig
+
+    with pytest.raises(ValidationError, match="Did you mean: neighbourhood"):
+        MembershipConfig(attacks=["neighborhood"])
+    with pytest.raises(ValidationError, match="needs history"):
+        CanariesConfig(attacks=["trajectory"])
+
+
+def test_recall_hand_computed():
+    # LL(x) = -1.0, LL(x|P) = -1.5 -> 1.5; LL = -2.0, -2.2 -> 1.1
+    assert recall_score([-1.0, -2.0], [-1.5, -2.2]).round(6).tolist() == [1.5, 1.1]
+    inp = A.AttackInputs([TS([-1.0, -1.0]), TS([-2.0])], ["a", "b"], np.array([1]),
+                         provide={"prefixed": lambda: [TS([-1.0, -2.0]), TS([-2.2])]})
+    assert A.get_attack("recall").fn(inp).round(6).tolist() == [1.5, 1.1]
+
+
+def test_dcpdd_hand_computed():
+    counts = np.array([3.0, 0.0, 1.0, 0.0])                  # f = (c+1)/(4+4) = [.5, .125, .25, .125]
+    lp = [np.log([0.5, 0.2, 0.5, 0.9])]                       # tokens 0, 1, 0, 3
+    want = (0.5 * math.log(2) + 0.2 * math.log(8) + 0.9 * math.log(8)) / 3
+    got = dcpdd_score(lp, [[0, 1, 0, 3]], counts, cap=10.0)[0]
+    assert got == pytest.approx(want)
+    capped = dcpdd_score(lp, [[0, 1, 0, 3]], counts, cap=0.4)[0]
+    assert capped == pytest.approx((0.3466 + 0.4 + 0.4) / 3, abs=1e-4)
+
+
+def test_neighbourhood_hand_computed_and_seeded():
+    assert neighbourhood_score([1.0], [[2.0, 4.0]]).tolist() == [-2.0]
+    v = vocabulary(["alpha beta gamma", "delta"])
+    assert v == ["alpha", "beta", "delta", "gamma"]
+    a = neighbour_texts("alpha beta gamma delta", v, k=3, rate=0.5, seed=("x", 1))
+    assert a == neighbour_texts("alpha beta gamma delta", v, k=3, rate=0.5, seed=("x", 1))
+    for t in a:  # two of four words swapped, each for a different word
+        assert sum(x != y for x, y in zip(t.split(), "alpha beta gamma delta".split())) == 2
+
+
+def test_trajectory_hand_computed():
+    h = [[4.0, 4.0, 4.0], [2.0, 3.5, 4.0]]                  # base, checkpoint 1
+    # checkpoint 2 losses [1, 3, 4.5]: drops (2, 3) / 2, (0.5, 1) / 2, (0, -0.5) / 2
+    assert trajectory_score(h, [1.0, 3.0, 4.5]).tolist() == [2.5, 0.75, -0.25]
+    assert trajectory_score(np.zeros((0, 2)), [1.0, 2.0]).tolist() == [0.0, 0.0]
+    assert first_below_band([[4, 4, 4], [2, 4, 4]], np.array([True, False, False]),
+                            q=0.0).tolist() == [1, -1, -1]
+
+
+def _arith(split, n, seed=0):
+    from finemem.data.tasks import get_task
+
+    return [e.prompt + e.completion for e in get_task("arith").generate(split, n, seed)]
+
+
+def test_blind_baseline_flags_a_shifted_split_not_the_demo_split():
+    # the demo's split: train vs test problems of the same generator
+    mem, non = _arith("train", 150), _arith("test", 150)
+    sm, sn = blind_baseline_scores(mem, non, seed=0)
+    lo, hi = mi.auc_interval(sm, sn, n_boot=500, seed=0)
+    assert not distribution_shift(lo), (lo, hi)
+    # shifted on purpose: the non-members come from the ood split (other events, longer)
+    shifted = _arith("ood", 150)
+    sm, sn = blind_baseline_scores(mem, shifted, seed=0)
+    lo, hi = mi.auc_interval(sm, sn, n_boot=500, seed=0)
+    assert distribution_shift(lo), (lo, hi)
+    assert blind_baseline_auc(mem, shifted) == blind_baseline_auc(mem, shifted)  # seeded
+
+
+def test_blind_baseline_too_few_texts_is_nan():
+    with pytest.warns(RuntimeWarning):
+        assert math.isnan(blind_baseline_auc(["a"], ["b", "c"]))
+
+
+@pytest.mark.integration
+def test_new_attacks_run_from_the_membership_probe():
+    """`--probes membership` with `audit.membership.attacks` set runs the new attacks on every
+    checkpoint, through the context (base, prefixed, neighbour scores, stored history), and
+    stores the blind baseline beside them."""
+    from typer.testing import CliRunner
+
+    from _membership_run import canary_run
+    from finemem.cli import app
+    from finemem.store import Store
+
+    run = canary_run()[0]
+    r = CliRunner().invoke(app, ["audit", str(run), "--probes", "membership", "--set",
+                                 "audit.membership.attacks=[loss,recall,dcpdd,neighbourhood,"
+                                 "trajectory]", "--set", "audit.membership.neighbours=2"])
+    assert r.exit_code == 0, r.output
+    assert "blind baseline" in r.output
+    with Store(run / "results.sqlite") as s:
+        rows = [x.as_dict() for x in s.metrics(split="membership")]
+    auc = {(x["checkpoint"], x["settings"]["attack"]): x for x in rows
+           if x["name"] == "membership_auc"}
+    cks = sorted({c for c, _ in auc})
+    assert len(cks) == 4                                   # the base and 3 epochs
+    for c in cks:
+        for a in ("recall", "dcpdd", "neighbourhood", "trajectory"):
+            x = auc[(c, a)]
+            assert 0 <= x["value"] <= 1 and x["lo"] <= x["value"] <= x["hi"], (c, a, x)
+    # the trajectory at the base has no path yet (every score 0): chance
+    assert auc[("step-000000", "trajectory")]["value"] == 0.5
+    blind = [x for x in rows if x["name"] == "blind_baseline_auc"]
+    assert len(blind) >= 4 and len({x["value"] for x in blind}) == 1   # model-free: one value
