@@ -13,25 +13,34 @@ A run trained without canaries is refused with how to rerun.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import numpy as np
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from finemem.audit import measures
-from finemem.audit.attacks import attack_scores, refused_fprs, separation
+from finemem.audit.attacks import attack_scores, check_attacks, needs_of, refused_fprs, separation
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 from finemem.metrics.membership import exposure_per_canary
 
 
 class CanariesConfig(Section):
-    attacks: list[Literal["loss", "zlib", "min_k", "min_k_pp", "reference", "rmia"]] = Field(
-        ["loss", "min_k_pp", "reference"], min_length=1, description="attacks run on canaries")
+    attacks: list[str] = Field(["loss", "min_k_pp", "reference"], min_length=1,
+                               description="attacks run on canaries (those needing at most "
+                                           "the base model)")
     k: float = Field(0.2, gt=0, le=1, description="Min-K% / Min-K%++: share of tokens kept")
     fprs: list[float] = Field([0.01], description="false-positive rates for TPR (twins are the "
                                                   "negatives)")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples for intervals")
+
+    @field_validator("attacks")
+    @classmethod
+    def _known(cls, v: list[str]) -> list[str]:
+        from finemem.errors import UserError
+
+        try:
+            return check_attacks(v, answerable={"base"})
+        except UserError as e:
+            raise ValueError(e.message) from None
 
 
 @register_probe("canaries")
@@ -60,7 +69,7 @@ class CanariesProbe(Probe):
         ctx.phase(f"canaries: scoring {len(self.examples)} canaries and twins")
         scores = ctx.score(ref, model, self.examples, loss_on="completion")
         base = None
-        if {"reference", "rmia"} & set(c.attacks):
+        if "base" in needs_of(list(c.attacks)):
             base = ctx.base_scores(ref, model, self.examples, loss_on="completion")
         twin = np.array([not x.inserted for x in self.cans])
         fam = np.array([x.family for x in self.cans])
