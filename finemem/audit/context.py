@@ -146,7 +146,8 @@ class AuditContext:
 
     def base_ref(self):
         """The run's base model (step 0) as a checkpoint ref, looked up once per audit."""
-        return self.once("base_ref", lambda: engine.load_run_checkpoints(self.run_dir)[0])
+        return self.once("base_ref", lambda: engine.load_run_checkpoints(
+            self.run_dir, store=self.store)[0])
 
     def base_scores(self, ref, model, examples: list[Example], *, loss_on: str) -> list:
         """The base model's scores of `examples`: `ref`'s own when it is the base; else the
