@@ -35,9 +35,12 @@ class CheckpointRow:
         return self.metrics.get((split, name, key))
 
 
-def extraction_rows(run_dir: str | Path) -> list[CheckpointRow]:
-    """Checkpoints of the run (training order) that have extraction results."""
-    with RunFolder(run_dir).open_store() as store:
+def extraction_rows(run_dir: str | Path, *, store=None) -> list[CheckpointRow]:
+    """Checkpoints of the run (training order) that have extraction results (`store`: the
+    run's open results store, when the caller has one)."""
+    from contextlib import nullcontext
+
+    with RunFolder(run_dir).open_store() if store is None else nullcontext(store) as store:
         ckpts = {c["name"]: c for c in store.checkpoints()}
         rows: dict[str, CheckpointRow] = {}
         for m in store.metrics():

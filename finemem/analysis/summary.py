@@ -104,17 +104,25 @@ def _rows(store: Store, name: str) -> dict[str, list[dict]]:
     return out
 
 
-def summarize(run_dir: str | Path, *, audit_cfg: AuditConfig | None = None) -> RunSummary:
+def summarize(run_dir: str | Path, *, audit_cfg: AuditConfig | None = None,
+              store: Store | None = None) -> RunSummary:
+    """The run's stage summary from its stored metrics (`store`: the run's open results
+    store, when the caller has one)."""
     run = RunFolder(run_dir)
     run_dir = run.path
     run.require_results()
     acfg = audit_cfg or run.config.audit
-    with run.open_store() as store:
+    own = store is None
+    store = run.open_store() if own else store
+    try:
         ckpts = run.checkpoints(store)
         rows = [Row(c.name, c.step, c.epoch, _rows(store, c.name)) for c in ckpts
                 if c.kind != "merge"]
         merges = [Row(m.name, m.step, m.epoch, _rows(store, m.name), merged=True)
                   for m in ckpts if m.kind == "merge"]
+    finally:
+        if own:
+            store.close()
     rows = [r for r in rows if r.has(PPL)]
     merges = [m for m in merges if m.has(PPL)]
     if not rows:

@@ -151,7 +151,8 @@ class AuditContext:
     def run_refs(self) -> list:
         """The run's checkpoint refs, base (step 0) first then by step, looked up once per
         audit (for a probe that reads what earlier checkpoints stored)."""
-        return self.once("run_refs", lambda: engine.load_run_checkpoints(self.run_dir))
+        return self.once("run_refs", lambda: engine.load_run_checkpoints(
+            self.run_dir, store=self.store))
 
     def base_scores(self, ref, model, examples: list[Example], *, loss_on: str) -> list:
         """The base model's scores of `examples`: `ref`'s own when it is the base; else the

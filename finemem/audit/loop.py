@@ -54,7 +54,8 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     try:
         for w in ctx.overlap_warnings() if ddp.is_main() else ():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
-        refs = [r for r in engine.load_run_checkpoints(run_dir) + engine.list_merges(run_dir)
+        refs = [r for r in engine.load_run_checkpoints(run_dir, store=ctx.store)
+                + engine.list_merges(run_dir)
                 if _todo(ctx, active, keys, r)]
         _check_refs(cfg, refs)
         ddp.barrier()  # launched: every rank has its list before the main one marks any done

@@ -55,9 +55,10 @@ def _ref(c: dict) -> CheckpointRef:
                          c["path"], str(c["base_model"]), chash)
 
 
-def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
+def load_run_checkpoints(run_dir: str | Path, *, store=None) -> list[CheckpointRef]:
     """The base as step 0, then every complete folder in run_dir/checkpoints/, by step
-    (a folder is complete once it holds its metadata: finemem writes it before the rename)."""
+    (a folder is complete once it holds its metadata: finemem writes it before the rename).
+    `store`: the run's open results store, when the caller has one."""
     run = RunFolder(run_dir)
     cfg = run.load_settings()
     refs = [_ref(c) for c in list_checkpoints(run.checkpoints_dir)]
@@ -69,9 +70,11 @@ def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
         base = resolve_model(cfg.model)
         refs = [CheckpointRef(r.name, r.step, r.epoch, r.kind, r.path, base, r.content_hash)
                 for r in refs]
-    if run.has_results():
-        with run.open_store() as store:
-            bhash = run.base_hash(store, base)
+    if store is not None:
+        bhash = run.base_hash(store, base)
+    elif run.has_results():
+        with run.open_store() as own:
+            bhash = run.base_hash(own, base)
     else:
         bhash = base_content_hash(base)
     return [CheckpointRef(BASE, 0, 0.0, "base", None, base, bhash), *refs]

@@ -52,14 +52,21 @@ class ExtractionConfig(Section):
     samples: int = Field(0, ge=0, description="also draw this many sampled continuations per "
                          "prefix (0 = greedy only): sampled_extraction_rate = share of texts "
                          "one of them reproduces exactly")
-    temperature: float = Field(1.0, gt=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="temperature of the sampled "
+                                                         "continuations")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus cut-off of the samples")
     candidates: int = Field(10, gt=0, description="BM25 top-k training texts per generation")
     verbatim_chars: int = Field(50, gt=0, description="shared run that makes a match verbatim")
-    idea_span_ratio: float = Field(2.0, ge=1.0)
-    idea_similarity: float = Field(0.6, ge=-1.0, le=1.0)
-    paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0)
-    min_alignment: float = Field(40.0, ge=0.0, le=100.0)
+    idea_span_ratio: float = Field(2.0, ge=1.0, description="'idea' when the aligned source "
+                                   "span is at least this many times longer than the "
+                                   "generation ...")
+    idea_similarity: float = Field(0.6, ge=-1.0, le=1.0, description="... and the generation's "
+                                   "embedding is at least this close to that span")
+    paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0, description="else "
+                                         "'paraphrase' when the generation is at least this "
+                                         "close to a candidate's aligned span")
+    min_alignment: float = Field(40.0, ge=0.0, le=100.0, description="candidates aligned "
+                                 "below this fuzzy score (0-100) are not compared by meaning")
     max_spans: int = Field(3, gt=0, description="best-aligned candidates compared by meaning")
     length_bins: list[int] = Field([64, 128, 256], min_length=1,
                                    description="edges (tokens of the trained text) of the "

@@ -47,12 +47,12 @@ class RunData:
             config = run.config
         except UserError:
             config = None
+        store = run.open_store()
         summary, error = None, None
         try:
-            summary = summarize(run.path)
+            summary = summarize(run.path, store=store)
         except (UserError, ValueError) as e:
             error = str(e)
-        store = run.open_store()
         if summary is None and not store.metrics(split="test", name="perplexity"):
             error = (f"the stage table needs the default probes; run `finemem audit {run.path}` "
                      "(the probes run so far do not recommend a checkpoint)")
