@@ -162,5 +162,8 @@ def test_new_attacks_run_from_the_membership_probe():
             assert 0 <= x["value"] <= 1 and x["lo"] <= x["value"] <= x["hi"], (c, a, x)
     # the trajectory at the base has no path yet (every score 0): chance
     assert auc[("step-000000", "trajectory")]["value"] == 0.5
-    blind = [x for x in rows if x["name"] == "blind_baseline_auc"]
-    assert len(blind) >= 4 and len({x["value"] for x in blind}) == 1   # model-free: one value
+    # ReCaLL's prefix takes 2 of the 100 non-members: this audit scored 98
+    blind = [x for x in rows if x["name"] == "blind_baseline_auc"
+             and x["settings"]["nonmembers"] == 98]
+    assert len(blind) == 4 and len({x["value"] for x in blind}) == 1   # model-free: one value
+    assert 0.3 < blind[0]["value"] < 0.7                # arith train vs test: no shift

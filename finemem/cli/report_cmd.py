@@ -17,7 +17,10 @@ def register(app: typer.Typer) -> None:
                               "(default: RUN_DIR/report/index.html; several runs: "
                               "FIRST_RUN/report/compare.html)"),
                json_: bool = typer.Option(False, "--json", help="print {\"report\": path} as "
-                                                                 "JSON")) -> None:
+                                                                 "JSON"),
+               show_secrets: bool = typer.Option(
+                   False, "--show-secrets", help="quote training text with its secrets "
+                                                 "(emails, card numbers, ...) unmasked")) -> None:
         """Write one self-contained HTML page (inline plots, no network) from the results
         store: the stage table, the recommended checkpoint and why, the learning-dynamics
         plot, every probe's section and every stored metric. Several runs: a comparison page,
@@ -28,7 +31,7 @@ def register(app: typer.Typer) -> None:
         Example: finemem report runs/sweep/lr=1e-4 runs/sweep/lr=1e-3 --out report/compare.html"""
         from finemem.report.html import write_report
 
-        path = write_report(run_dirs, out=out)
+        path = write_report(run_dirs, out=out, show_secrets=show_secrets)
         if json_:
             import json
 

@@ -90,14 +90,17 @@ def _block(env: Environment, run: RunData, prefix: str) -> list[dict]:
     return out
 
 
-def render_report(run_dirs: list[str | Path]) -> str:
-    """The report page of `run_dirs` as a string (one run, or the comparison of several)."""
+def render_report(run_dirs: list[str | Path], *, show_secrets: bool = False) -> str:
+    """The report page of `run_dirs` as a string (one run, or the comparison of several);
+    training text it quotes has its secrets masked unless `show_secrets`."""
     from finemem import __version__
 
     if not run_dirs:
         raise UserError("give at least one run folder", field="RUN_DIR")
     env = _env()
     runs = [RunData.open(d) for d in run_dirs]
+    for r in runs:
+        r.show_secrets = show_secrets
     try:
         blocks = []
         if len(runs) > 1:
@@ -123,7 +126,8 @@ def render_report(run_dirs: list[str | Path]) -> str:
             r.close()
 
 
-def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> Path:
+def write_report(run_dirs: list[str | Path], out: str | Path | None = None, *,
+                 show_secrets: bool = False) -> Path:
     """Write the report and return its path. One run: RUN_DIR/report/index.html. Several:
     each run's own index.html, and the comparison page at `out` (default:
     FIRST_RUN/report/compare.html). `out` is relative to the first run folder; a path that
@@ -138,12 +142,12 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         out = inside(run_dirs[0], out)
     if len(run_dirs) == 1:
         target = Path(out) if out else run_dirs[0] / "report" / "index.html"
-        _write(target, render_report(run_dirs))
+        _write(target, render_report(run_dirs, show_secrets=show_secrets))
         return target
     for d in run_dirs:
-        _write(d / "report" / "index.html", render_report([d]))
+        _write(d / "report" / "index.html", render_report([d], show_secrets=show_secrets))
     target = Path(out) if out else run_dirs[0] / "report" / "compare.html"
-    _write(target, render_report(run_dirs))
+    _write(target, render_report(run_dirs, show_secrets=show_secrets))
     return target
 
 

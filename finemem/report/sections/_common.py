@@ -35,6 +35,7 @@ class RunData:
     checkpoints: list[CheckpointRow]  # base (step 0) + trained checkpoints + merges
     _metrics: list[dict] = field(default_factory=list, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
+    show_secrets: bool = False     # quote training text unmasked (`--show-secrets`)
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "RunData":
@@ -207,10 +208,12 @@ def settings_text(settings: dict) -> str:
 _TOKEN = re.compile(r"\s+|\S+\s*")  # leading whitespace, then words with their trailing space
 
 
-def matched_pair(prompt: str, generated: str, reference: str) -> dict:
+def matched_pair(prompt: str, generated: str, reference: str, *, mask: bool = True) -> dict:
     """A generation beside its true suffix, split into segments that the template highlights
     when the same words occur, in the same order, in the other text (difflib over words;
-    whitespace is kept with the word before it and ignored when matching).
+    whitespace is kept with the word before it and ignored when matching). With `mask` (the
+    default: `finemem report --show-secrets` turns it off) every secret in the three texts is
+    shown as its type (`finemem.data.secrets.mask_secrets`).
 
     Returns {"prompt", "generated": [(text, matched)], "reference": [(text, matched)],
     "matched_fraction": share of the reference's non-space characters matched, "exact"}.
@@ -218,6 +221,11 @@ def matched_pair(prompt: str, generated: str, reference: str) -> dict:
     >>> matched_pair("", "a b <c>", "a <c> d")["generated"]
     [('a ', True), ('b ', False), ('<c>', True)]
     """
+    if mask:
+        from finemem.data.secrets import mask_secrets
+
+        prompt, generated, reference = (mask_secrets(t or "") for t in
+                                        (prompt, generated, reference))
     g, r = _TOKEN.findall(generated or ""), _TOKEN.findall(reference or "")
     sm = difflib.SequenceMatcher(a=[t.strip() for t in g], b=[t.strip() for t in r],
                                  autojunk=False)

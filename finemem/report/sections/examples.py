@@ -39,7 +39,8 @@ def examples(run):
         test = run.examples("test")
         for eid in [i for i in test if i in gens][:N_SHOWN]:
             ex = test[eid]
-            pairs.append(matched_pair(ex.prompt, gens[eid], ex.completion))
+            pairs.append(matched_pair(ex.prompt, gens[eid], ex.completion,
+                                      mask=not run.show_secrets))
     fits = []
     nll = run.example_values(ship, "train/mean_nll")
     if nll:

@@ -63,7 +63,7 @@ def extraction(run):
     perfect, null = last.get("control_perfect", "rouge_l"), last.get("control_null", "rouge_l")
     gens = run.example_values(last.name, "members/generation")
     refs = run.example_values(last.name, "members/true_suffix")
-    pairs = [matched_pair("", gens[i], refs[i]) for i in sorted(gens)[:N_SHOWN] if i in refs]
+    pairs = [matched_pair("", gens[i], refs[i], mask=not run.show_secrets) for i in sorted(gens)[:N_SHOWN] if i in refs]
     heatmap, with_ = _heatmap(run, last.name)
     return {"n_mem": (table[0]["exact"] or {}).get("n"),
             "n_non": (last.get("nonmembers", "exact_greedy_extractable") or {}).get("n"),
