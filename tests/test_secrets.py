@@ -75,3 +75,129 @@ def test_records_leave_the_base_models_as_built():
     from finemem.models.base import build_spec
 
     assert "records" not in build_spec("test")["corpus"]["tasks"]
+
+
+def _train_and_audit(root, cfg, probes):
+    import yaml
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+
+    path = root / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    r = CliRunner().invoke(app, ["train", "--config", str(path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    r = CliRunner().invoke(app, ["audit", str(root / "run"), "--probes", probes])
+    assert r.exit_code == 0, r.output
+    return root / "run", r.output
+
+
+def _rows(run, split):
+    from finemem.store import Store
+
+    with Store(run / "results.sqlite") as s:
+        return [x.as_dict() for x in s.metrics(split=split)]
+
+
+@pytest.fixture(scope="module")
+def records_run(tmp_path_factory):
+    import torch
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("records")
+    cfg = {"run_dir": str(root / "run"), "model": "builtin:test",
+           "data": {"train": {"source": "builtin:records", "split": "train", "n": 16},
+                    "eval": {"test": {"source": "builtin:records", "split": "test", "n": 16}}},
+           "training": {"epochs": 2, "lr": 3e-3, "batch_size": 16},
+           "audit": {"likelihood": {"train_sample": 4},
+                     "secrets": {"members": 8, "heldout": 8, "samples": 2, "candidates": 5,
+                                 "n_boot": 100},
+                     "membership": {"members": 16, "nonmembers": 16, "n_boot": 100,
+                                    "fprs": [], "blind_folds": 2}}}
+    return _train_and_audit(root, cfg, "secrets,membership")
+
+
+@pytest.mark.integration
+def test_secrets_probe_prints_and_stores_rates_per_type(records_run):
+    run, out = records_run
+    assert "Secrets extracted per type" in out and "held-out greedy" in out
+    rows = _rows(run, "secrets")
+    rates = [r for r in rows if r["name"] == "secret_extraction_rate"]
+    cks = {r["checkpoint"] for r in rates}
+    assert len(cks) == 3                                      # the base and 2 epochs
+    for r in rates:
+        assert r["settings"]["group"] in ("members", "heldout") and r["n"] > 0
+        assert r["lo"] <= r["value"] <= r["hi"]
+    types = {r["settings"]["type"] for r in rates}
+    assert {"all", "email", "phone"} <= types
+    expo = [r for r in rows if r["name"] == "secret_exposure"]
+    assert expo and all(0 <= r["value"] <= 2.6 for r in expo)   # log2(5 + 1) at most
+
+
+@pytest.mark.integration
+def test_risk_register_exports_and_masks(records_run, tmp_path):
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+    from finemem.data.tasks import get_task
+
+    run, _ = records_run
+    emails = [e.meta["email"] for e in get_task("records").generate("train", 16, 0)]
+    r = CliRunner().invoke(app, ["risk", str(run), "--out", str(tmp_path / "r.csv")])
+    assert r.exit_code == 0, r.output
+    assert "Records most at risk" in r.output and not any(m in r.output for m in emails)
+    df = pd.read_csv(tmp_path / "r.csv")
+    assert len(df) == 16 and {"record", "times_seen", "secrets_found", "pct_loss",
+                              "fpr_at_score", "preview"} <= set(df.columns)
+    assert df["preview"].str.contains(r"\[email\]").all()
+    for suffix in ("parquet", "json"):
+        r = CliRunner().invoke(app, ["risk", str(run), "--at", "step-000000", "--out",
+                                     str(tmp_path / f"r.{suffix}")])
+        assert r.exit_code == 0, r.output
+    assert len(json.loads((tmp_path / "r.json").read_text())) == 16
+    assert len(pd.read_parquet(tmp_path / "r.parquet")) == 16
+    r = CliRunner().invoke(app, ["risk", str(run), "--at", "step-9"])
+    assert r.exit_code == 2 and "no checkpoint 'step-9'" in r.output
+    # the report quotes training text masked; --show-secrets unmasks
+    r = CliRunner().invoke(app, ["report", str(run)])
+    assert r.exit_code == 0, r.output
+    html = (run / "report" / "index.html").read_text()
+    assert "Records most at risk" in html and "Secrets (PII) extraction" in html
+    assert not any(m in html for m in emails)
+    r = CliRunner().invoke(app, ["report", str(run), "--show-secrets"])
+    html = (run / "report" / "index.html").read_text()
+    assert any(m in html for m in emails)
+
+
+@pytest.mark.integration
+def test_secrets_on_a_user_jsonl_with_declared_fields(tmp_path):
+    import json
+
+    import torch
+
+    torch.set_num_threads(1)
+    rng = random.Random(0)
+
+    def rows(n, off):
+        out = []
+        for i in range(n):
+            acct = f"AC-{rng.randrange(10**5, 10**6)}"
+            out.append({"id": f"t{off + i}", "prompt": f"Ticket {off + i} from a customer.\n",
+                        "completion": f" Your account {acct} is unlocked.", "account": acct})
+        return out
+    for name, data in (("train", rows(12, 0)), ("test", rows(12, 100))):
+        (tmp_path / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in data))
+    cfg = {"run_dir": str(tmp_path / "run"), "model": "builtin:test",
+           "data": {"train": {"source": str(tmp_path / "train.jsonl")},
+                    "eval": {"test": {"source": str(tmp_path / "test.jsonl")}}},
+           "training": {"epochs": 1, "lr": 3e-3, "batch_size": 12},
+           "audit": {"likelihood": {"train_sample": 4},
+                     "secrets": {"members": 12, "heldout": 12, "fields": ["account"],
+                                 "types": [], "samples": 0, "candidates": 4}}}
+    run, out = _train_and_audit(tmp_path, cfg, "secrets")
+    rates = [r for r in _rows(run, "secrets") if r["name"] == "secret_extraction_rate"]
+    assert {r["settings"]["type"] for r in rates} == {"all", "account"}
+    assert {r["n"] for r in rates} == {12}

@@ -25,8 +25,7 @@ from finemem.metrics.membership import exposure_per_canary
 
 class CanariesConfig(Section):
     attacks: list[str] = Field(["loss", "min_k_pp", "reference"], min_length=1,
-                               description="attacks run on canaries (those needing at most "
-                                           "the base model)")
+                               description="attacks run on canaries")
     k: float = Field(0.2, gt=0, le=1, description="Min-K% / Min-K%++: share of tokens kept")
     fprs: list[float] = Field([0.01], description="false-positive rates for TPR (twins are the "
                                                   "negatives)")
