@@ -6,5 +6,5 @@ from finemem.metrics import membership as mi
 
 @register_attack("loss", member_when="lower", paper="Yeom et al., CSF 2018", default=True)
 def loss(inp: AttackInputs):
-    """mean NLL of the target (`finemem.metrics.membership.loss_attack`)"""
+    """mean NLL of the target"""
     return mi.loss_attack(inp.logprobs)

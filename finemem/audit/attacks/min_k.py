@@ -6,5 +6,5 @@ from finemem.metrics import membership as mi
 
 @register_attack("min_k", member_when="higher", paper="Shi et al., ICLR 2024", default=True)
 def min_k(inp: AttackInputs):
-    """mean log p of the k% least likely tokens (`finemem.metrics.membership.min_k_attack`)"""
+    """mean log p of the k% least likely tokens"""
     return mi.min_k_attack(inp.logprobs, k=inp.option("k", 0.2))

@@ -7,6 +7,6 @@ from finemem.metrics import membership as mi
 @register_attack("min_k_pp", member_when="higher", paper="Zhang et al., ICLR 2025",
                  default=True)
 def min_k_pp(inp: AttackInputs):
-    """Min-K% of (log p - mu) / sigma (`finemem.metrics.membership.min_k_pp_attack`)"""
+    """Min-K% of (log p - mu) / sigma"""
     return mi.min_k_pp_attack(inp.logprobs, [s.mu for s in inp.scores],
                               [s.sigma for s in inp.scores], k=inp.option("k", 0.2))

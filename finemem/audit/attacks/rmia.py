@@ -10,7 +10,7 @@ from finemem.metrics import membership as mi
 @register_attack("rmia", member_when="higher", needs=("base",),
                  paper="Zarifzadeh et al., ICML 2024", default=True)
 def rmia(inp: AttackInputs):
-    """share of the population beaten by a likelihood ratio (`mi.rmia_attack`)"""
+    """share of the population beaten by a likelihood ratio"""
     m = -mi.loss_attack(inp.logprobs)
     r = -mi.loss_attack([s.logprob for s in inp.need("base")])
     pop = inp.population

@@ -7,5 +7,5 @@ from finemem.metrics import membership as mi
 @register_attack("zlib", member_when="lower", paper="Carlini et al., USENIX Security 2021",
                  default=True)
 def zlib(inp: AttackInputs):
-    """mean NLL over zlib-compressed bytes (`finemem.metrics.membership.zlib_attack`)"""
+    """mean NLL over zlib-compressed bytes"""
     return mi.zlib_attack(inp.logprobs, inp.texts)

@@ -165,8 +165,9 @@ class Membership(Probe):
         ctx.put_examples(ref, HISTORY_SPLIT, "mean_nll", kept_ids, [x.nll_mean for x in sc])
         ctx.put_values(ref, HISTORY_SPLIT, "attack_scores", kept_ids,
                        [{a: float(s[a][j]) for a in c.attacks} for j in range(len(kept_ids))])
+        is_mem = set(m_sel)
         ctx.put_values(ref, HISTORY_SPLIT, "is_member", kept_ids,
-                       [j in set(m_sel) for j in range(len(kept_ids))])
+                       [j in is_mem for j in range(len(kept_ids))])
         mem_scores = [scores[i] for i in mem_idx]
         ids = [self.mem[i].id for i in mem_idx]
         exact = np.array([sc_.exact for sc_ in mem_scores], dtype=float)
