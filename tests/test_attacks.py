@@ -167,3 +167,18 @@ def test_new_attacks_run_from_the_membership_probe():
              and x["settings"]["nonmembers"] == 98]
     assert len(blind) == 4 and len({x["value"] for x in blind}) == 1   # model-free: one value
     assert 0.3 < blind[0]["value"] < 0.7                # arith train vs test: no shift
+
+
+def test_recommend_and_the_membership_table_say_when_the_split_is_shifted():
+    from finemem.analysis.leakage import blind_shift_note
+
+    class Row:
+        def __init__(self, lo):
+            self.b = {"value": 0.9, "lo": lo, "hi": 0.95}
+
+        def find(self, key, **_):
+            return self.b if key == "membership/blind_baseline_auc" else None
+
+    note = blind_shift_note([Row(0.50), Row(0.80)])
+    assert "members and non-members differ in distribution" in note and "0.80" in note
+    assert blind_shift_note([Row(0.54), Row(None)]) is None

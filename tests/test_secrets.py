@@ -159,8 +159,10 @@ def test_risk_register_exports_and_masks(records_run, tmp_path):
         assert r.exit_code == 0, r.output
     assert len(json.loads((tmp_path / "r.json").read_text())) == 16
     assert len(pd.read_parquet(tmp_path / "r.parquet")) == 16
+    from finemem.errors import UserError
+
     r = CliRunner().invoke(app, ["risk", str(run), "--at", "step-9"])
-    assert r.exit_code == 2 and "no checkpoint 'step-9'" in r.output
+    assert isinstance(r.exception, UserError) and "no checkpoint 'step-9'" in str(r.exception)
     # the report quotes training text masked; --show-secrets unmasks
     r = CliRunner().invoke(app, ["report", str(run)])
     assert r.exit_code == 0, r.output
