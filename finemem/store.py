@@ -11,8 +11,8 @@ Usage:
     store.generations(chash)                      # {example id: [GenerationRecord]}
 
 Every write is its own transaction, so a killed process loses at most the row in flight.
-Tables (the layout of every run folder since the first; `meta` was added and is created on
-open, so older stores read as before):
+Tables (the layout of every run folder since the first; `meta` was added and is created by
+its first write, so reading an older store changes nothing in it):
     runs(run_id, config_json, created, status)
     checkpoints(name, step, epoch, path, kind, content_hash, created)
     train_log(step, epoch, loss, lr, time)
@@ -51,8 +51,8 @@ CREATE TABLE IF NOT EXISTS metrics (checkpoint TEXT, split TEXT, name TEXT, sett
 CREATE TABLE IF NOT EXISTS example_results (ckpt_hash TEXT, example_id TEXT, setting TEXT,
                                             kind TEXT, data BLOB,
                                             PRIMARY KEY (ckpt_hash, example_id, setting, kind));
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT);
 """
+META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
 BASE_HASH = "base_content_hash"  # meta key: the base model's content hash, stored once
 
 
@@ -247,10 +247,16 @@ class Store:
 
     # run facts --------------------------------------------------------------------------
     def put_meta(self, key: str, value: str) -> None:
-        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
+        with self.db:
+            self.db.execute("BEGIN")
+            self.db.execute(META)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?,?)", (key, value))
 
     def get_meta(self, key: str) -> str | None:
-        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        try:
+            row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        except sqlite3.OperationalError:  # a store written before the table: no facts yet
+            return None
         return row[0] if row else None
 
     # training log -----------------------------------------------------------------------

@@ -54,10 +54,11 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     try:
         for w in ctx.overlap_warnings() if ddp.is_main() else ():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
-        refs = [r for r in engine.load_run_checkpoints(run_dir, store=ctx.store)
-                + engine.list_merges(run_dir)
-                if _todo(ctx, active, keys, r)]
+        every = engine.load_run_checkpoints(run_dir, store=ctx.store)
+        refs = [r for r in every + engine.list_merges(run_dir) if _todo(ctx, active, keys, r)]
         _check_refs(cfg, refs)
+        if ddp.is_main():  # checked: the base's hash is stored for readers without the model
+            RunFolder(run_dir).record_base_hash(ctx.store, every[0].base_model)
         ddp.barrier()  # launched: every rank has its list before the main one marks any done
         if len(refs) > 1 and workers > 1:
             _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress)

@@ -137,6 +137,7 @@ class FinememCallback(TrainerCallback):
                 store.add_checkpoint(info["name"], step=state.global_step,
                                      epoch=float(state.epoch or 0.0), path=info["path"],
                                      kind=info["kind"], content_hash=info["content_hash"])
+                RunFolder(self.run_dir).record_base_hash(store, self.base_model)
         if ddp.active():
             ddp.barrier()  # the checkpoint is registered before any process audits it
             if not src.is_dir():  # saved on the main process's file system only

@@ -130,11 +130,10 @@ class RunFolder:
         return Store(self.results_file)
 
     def base_hash(self, store: Store, base_model: str | None = None) -> str | None:
-        """The base model's content hash, stored once in the store with the identity of the
-        files it hashed (path, size, mtime). Given `base_model`, the stored hash is returned
-        when the files are the same ones, else the files are hashed and the store updated;
-        without it (a reader with no model, e.g. the report), the stored hash or None (a store
-        written before the hash was stored)."""
+        """The base model's content hash, read (never written: see `record_base_hash`). With
+        `base_model`: the stored hash when it was taken of the same files (path, size, mtime),
+        else the files hashed (memoised in FINEMEM_HOME); without it (a reader with no model,
+        e.g. the report): the stored hash, or None in a store written before it was stored."""
         import json
 
         from finemem.run.checkpoints import base_content_hash, base_files_key
@@ -143,11 +142,22 @@ class RunFolder:
         stored = json.loads(raw) if raw else None
         if base_model is None:
             return stored["hash"] if stored else None
-        key = base_files_key(base_model)
-        if stored and stored["key"] == key:
+        if stored and stored["key"] == base_files_key(base_model):
             return stored["hash"]
-        got = base_content_hash(base_model)
-        store.put_meta(BASE_HASH, json.dumps({"key": key, "hash": got}))
+        return base_content_hash(base_model)
+
+    def record_base_hash(self, store: Store, base_model: str) -> str:
+        """Store the base model's content hash once (again when its files changed), so that
+        readers without the model find it; returns it."""
+        import json
+
+        from finemem.run.checkpoints import base_files_key
+
+        got = self.base_hash(store, base_model)
+        raw = store.get_meta(BASE_HASH)
+        want = {"key": base_files_key(base_model), "hash": got}
+        if raw is None or json.loads(raw) != want:
+            store.put_meta(BASE_HASH, json.dumps(want))
         return got
 
     def checkpoints(self, store: Store, *, merges: bool = True) -> list[CheckpointRow]:
@@ -181,7 +191,7 @@ class RunFolder:
         model = (meta or {}).get("base_model")
         if not model or not Path(model).is_dir():
             return None
-        return self.base_hash(store, model)
+        return self.base_hash(store, model)  # read only: a reader writes nothing
 
 
 def _meta_hash(c: dict) -> str:

@@ -106,6 +106,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     with RunFolder(run_dir).open_store() as store:
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
+            RunFolder(run_dir).record_base_hash(store, prep.base_path)  # for readers
         trainer = _Trainer(cfg, acc, prep, store, run_dir, progress=progress)
         trainer.watch = watch.Watch(cfg, acc, run_dir)
         if acc.is_main_process:  # distributed.json: processes, effective batch, LR schedule
