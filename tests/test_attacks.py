@@ -134,7 +134,7 @@ def test_blind_baseline_too_few_texts_is_nan():
 
 
 @pytest.mark.integration
-def test_new_attacks_run_from_the_membership_probe():
+def test_new_attacks_run_from_the_membership_probe(tmp_path):
     """`--probes membership` with `audit.membership.attacks` set runs the new attacks on every
     checkpoint, through the context (base, prefixed, neighbour scores, stored history), and
     stores the blind baseline beside them."""
@@ -144,7 +144,11 @@ def test_new_attacks_run_from_the_membership_probe():
     from finemem.cli import app
     from finemem.store import Store
 
-    run = canary_run()[0]
+    import shutil
+
+    # a copy: the other tests of the shared run read its default attacks' rows
+    run = tmp_path / "run"
+    shutil.copytree(canary_run()[0], run)
     r = CliRunner().invoke(app, ["audit", str(run), "--probes", "membership", "--set",
                                  "audit.membership.attacks=[loss,recall,dcpdd,neighbourhood,"
                                  "trajectory]", "--set", "audit.membership.neighbours=2"])
