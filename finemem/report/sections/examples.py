@@ -46,11 +46,15 @@ def examples(run):
     if nll:
         base = run.example_values(BASE, "train/mean_nll")
         train = run.examples("train")
+        from finemem.data.secrets import mask_secrets
+
+        show = (lambda t: t) if run.show_secrets else mask_secrets
         for eid in sorted(nll, key=nll.get)[:N_SHOWN]:
             ex = train.get(eid)
             if ex is not None:
-                fits.append({"id": eid, "prompt": ex.prompt, "completion": ex.completion,
-                             "nll": nll[eid], "base": base.get(eid)})
+                fits.append({"id": eid, "prompt": show(ex.prompt),
+                             "completion": show(ex.completion), "nll": nll[eid],
+                             "base": base.get(eid)})
     if not pairs and not fits:
         return None
     return {"ship": ship, "pairs": pairs, "fits": fits}
