@@ -92,6 +92,12 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
         mem = members(run.path, cfg)
         rows = {str(e.id): {"record": str(e.id), "times_seen": t} for e, t in mem}
         text = {str(e.id): e.prompt + e.completion for e, _ in mem}
+        # the declared secret fields (and a task's own, e.g. builtin:records) are masked too
+        declared = list(getattr(getattr(cfg.audit, "secrets", None), "fields", None) or [])
+        fields = {str(e.id): {**{f: str(e.meta[f]) for f in declared if e.meta.get(f)},
+                              **{k: str(v) for k, v in
+                                 (e.meta.get("secrets") or {}).items()}}
+                  for e, _ in mem}
         notes = [f"checkpoint {ck.name} (epoch {ck.epoch:g}); {len(rows)} training records"]
 
         scores, member = vals(ck, HIST, "attack_scores"), vals(ck, HIST, "is_member")
@@ -161,7 +167,7 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
             notes.append(f"secrets: {len(sec)} probed at {ck.name}")
         for i, row in rows.items():
             t = text[i]
-            row["preview"] = t if show_secrets else mask_secrets(t)
+            row["preview"] = t if show_secrets else mask_secrets(t, fields=fields[i])
             if "extracted_types" in row:
                 row["extracted_types"] = ",".join(row["extracted_types"])
     key = f"pct_{attack}"

@@ -27,6 +27,7 @@ def register(app: typer.Typer) -> None:
 
         Example: finemem risk runs/demo --out runs/demo/report/risk.csv"""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from finemem.audit.attacks import get_attack
@@ -40,9 +41,9 @@ def register(app: typer.Typer) -> None:
         for c in cols:
             t.add_column(c, overflow="fold", max_width=48 if c == "preview" else 14)
         for r in reg.rows[:top]:
-            t.add_row(*["-" if r.get(c) is None else str(r.get(c)) for c in cols])
+            t.add_row(*["-" if r.get(c) is None else escape(str(r.get(c))) for c in cols])
         con.print(t)
         for n in reg.notes:
-            con.print(n)
+            con.print(escape(n))
         if out is not None:
             typer.echo(f"wrote {write_register(reg, out)} ({len(reg.rows)} rows)")
