@@ -125,6 +125,14 @@ class DataConfig(_Strict):
     duplication: Duplication = Field(default_factory=Duplication)
     canaries: Canaries | None = Field(None, description="secrets planted in the training data "
                                                        "(`finemem canaries add`)")
+    # --- issue 21 hook: deduplication (finemem/data/dedup.py) ---
+    dedup: Literal["none", "exact", "near"] = Field(
+        "none", description="remove repeated training texts before training (after "
+        "data.duplication, before canaries): 'exact' by normalized hash, 'near' also by "
+        "MinHash LSH over character 5-grams")
+    dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="near: Jaccard similarity "
+                                   "at and above which two texts are duplicates")
+    # --- end issue 21 hook ---
     max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
@@ -277,6 +285,9 @@ class RunConfig(_Strict):
         d["data"].pop("eval", None)  # nor do the evaluation sets
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
+        if d["data"].get("dedup") == "none":  # issue 21: runs without dedup keep their digest
+            d["data"].pop("dedup", None)
+            d["data"].pop("dedup_threshold", None)
         if d["training"].get("mixed_precision") == "no":  # runs from before these two
             d["training"].pop("mixed_precision")            # settings keep their digest
         if not d["training"].get("compile"):

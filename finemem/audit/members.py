@@ -41,7 +41,8 @@ def members(run_dir: str | Path, cfg, tokenizer=None, *, n: int | None = None,
     if not path.is_file():
         raise UserError("run has no manifest.jsonl, so its training examples are unknown; "
                         "train it with `finemem train`", source=str(run_dir))
-    times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)}
+    times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)
+             if int(r["times_per_epoch"]) > 0}  # a row dedup removed wholly was not trained on
     train = [ex for ex in load_examples(cfg.data.train, tokenizer=tokenizer)
              if str(ex.id) in times]
     return [(ex, times[str(ex.id)]) for ex in seeded_sample(train, n, seed)]

@@ -72,6 +72,12 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
     eval_warnings = check_eval_sets(cfg, tok, config_source=config_source,
                                     train_examples=examples)
     expanded, manifest = apply_duplication(examples, cfg.data.duplication)
+    if cfg.data.dedup != "none":  # issue 21 hook: deduplication (finemem/data/dedup.py)
+        from finemem.data.dedup import dedup_examples, dedup_manifest
+
+        expanded, removed = dedup_examples(expanded, mode=cfg.data.dedup,
+                                           threshold=cfg.data.dedup_threshold)
+        manifest = dedup_manifest(manifest, removed)
     items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on,
                             max_length=cfg.data.max_length)
     model = load_model(base_path, device=device, dtype=cfg.dtype,
