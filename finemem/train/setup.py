@@ -87,6 +87,10 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
     if cfg.data.canaries is not None:  # planted secrets (the base scores the high-PPL family)
         canaries, items, manifest = _plant_canaries(cfg, tok, model, items, manifest)
     model = apply_method(model, cfg.training)
+    if cfg.training.dp is not None:  # issue 21 hook: a layer Opacus cannot handle, named
+        from finemem.train.dp import check_layers
+
+        check_layers(model)
     return Prepared(base_path=base_path, tokenizer=tok, model=model, items=items,
                     manifest=manifest, eval_warnings=eval_warnings, canaries=canaries)
 
