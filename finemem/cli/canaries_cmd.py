@@ -129,6 +129,13 @@ def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC 
                   fmt(cell.get((ck, tier, "membership_auc"))),
                   fmt(tpr) if tpr else f"refused (needs >= 100 twins, has {n_twins})")
     Console().print(t)
+    from finemem.analysis.privacy import audit_rows  # issue 21 hook: the privacy audit
+
+    for r in audit_rows(run_dir):
+        promised = "no DP" if r["promised"] is None else f"promised {r['promised']:.2f}"
+        typer.echo(f"privacy audit {r['checkpoint']} tier {r['tier']}x: epsilon >= "
+                   f"{r['bound']:.2f} at {100 * r['confidence']:.0f}% ({r['n']} canaries, "
+                   f"{r['attack']}); {promised}")
 
 
 def register(app: typer.Typer) -> None:

@@ -113,3 +113,9 @@ def recommend_with_leakage(run_dir: str | Path, max_leakage: str | None, attack:
         typer.echo(f"plot: {plot}")
     if pick is not None:
         typer.echo(pick.explanation)
+    from finemem.analysis.privacy import audit_lines  # issue 21 hook: the privacy audit
+
+    shipped = pick.row["name"] if pick is not None and pick.row else \
+        getattr(s.recommendation, "name", None)
+    for line in audit_lines(run_dir, shipped):
+        typer.echo(line)

@@ -1,0 +1,129 @@
+"""DP-SGD fine-tuning (finemem/train/dp.py): clipping by hand, LoRA adapters that move,
+exact resume with the same epsilon, refusals, and the one-run audit below the promise."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from finemem.config import parse_config
+from finemem.errors import UserError
+from finemem.train import train
+from finemem.train.dp import DPRun, check_dp, check_layers
+from finemem.train.loss import causal_lm_loss
+from test_train_e2e import assets, crash_then_resume, make_cfg  # noqa: F401 (fixture)
+
+DP = {"epsilon": 8, "max_grad_norm": 1.0, "accountant": "rdp"}
+
+
+def _tiny_llama():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(
+        vocab_size=40, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=2, max_position_embeddings=32,
+        tie_word_embeddings=True))
+
+
+def _training(**dp):
+    raw = {"run_dir": "r", "data": {"train": {"source": "builtin:arith"}},
+           "training": {"batch_size": 4, "dp": {**DP, **dp}}}
+    return parse_config(raw).training
+
+
+def test_clipping_bounds_every_per_sample_gradient():
+    """Per-sample gradients equal per-row backward passes (by hand), and with no noise the
+    step's gradient is (1/B) sum_i min(1, C / |g_i|) g_i, each clipped term of norm <= C."""
+    g = torch.Generator().manual_seed(1)
+    items = []
+    for n in (5, 7, 6, 4):  # rows of different lengths (padding), loss on the last 3 tokens
+        ids = torch.randint(0, 38, (n,), generator=g)
+        labels = ids.clone()
+        labels[: n - 3] = -100
+        items.append((ids, labels))
+    model = _tiny_llama()
+    ref = copy.deepcopy(model)
+    t = _training(max_grad_norm=0.05)
+    run = DPRun(t, n=4, total_steps=1, seed=0)   # q = 4 / 4: every row in the batch
+    run.sigma = 0.0
+    gsm, opt = run.wrap(model, torch.optim.SGD(model.parameters(), lr=1.0))
+    assert run.poisson_batch(0) == [0, 1, 2, 3]
+    run.backward(gsm, items, 0, pad=39, device="cpu", training=t)
+    params = [p for p in model.parameters() if p.requires_grad]
+    hand = []
+    for ids, labels in items:  # one row at a time: its own gradient
+        ref.zero_grad()
+        logits = ref(input_ids=ids[None]).logits
+        causal_lm_loss(logits, labels[None], kind="ce").backward()
+        hand.append(torch.cat([p.grad.flatten() for p in ref.parameters()]))
+    per = torch.stack([torch.cat([p.grad_sample[i].flatten() for p in params])
+                       for i in range(4)])
+    assert torch.allclose(per, torch.stack(hand), atol=1e-5)
+    opt.pre_step()  # clip, (zero) noise, scale
+    got = torch.cat([p.grad.flatten() for p in params])
+    norms = torch.stack(hand).norm(dim=1)
+    assert (norms > 0.05).all()  # every row is clipped at this C
+    clipped = [h * min(1.0, 0.05 / (float(n) + 1e-6)) for h, n in zip(hand, norms)]
+    assert all(float(c.norm()) <= 0.05 + 1e-6 for c in clipped)
+    assert torch.allclose(got, sum(clipped) / 4, atol=1e-7)
+
+
+def test_poisson_batches_are_seeded_by_step():
+    t = _training()
+    a, b = DPRun(t, n=200, total_steps=10, seed=3), DPRun(t, n=200, total_steps=10, seed=3)
+    assert a.poisson_batch(5) == b.poisson_batch(5) != a.poisson_batch(6)
+    sizes = [len(a.poisson_batch(s)) for s in range(200)]
+    assert 3.0 < sum(sizes) / len(sizes) < 5.0  # expected batch 4 = q n
+    assert a.delta == pytest.approx(1 / 2000)   # delta auto = 1 / (10 n)
+    assert a.epsilon(10) == pytest.approx(8, abs=0.1) and a.epsilon(5) < a.epsilon(10)
+
+
+def test_refusals_in_one_line():
+    cfg = parse_config({"run_dir": "r", "data": {"train": {"source": "builtin:arith"}},
+                        "training": {"grad_accum": 2, "batch_size": 8, "dp": DP}})
+    with pytest.raises(UserError, match="grad_accum: 1.*batch_size: 16"):
+        check_dp(cfg, num_processes=1)
+    cfg.training.grad_accum = 1
+    with pytest.raises(UserError, match="one process"):
+        check_dp(cfg, num_processes=2)
+    bn = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))
+    with pytest.raises(UserError, match=r"layer '1' \(BatchNorm1d\)"):
+        check_layers(bn)
+    check_layers(_tiny_llama())  # LlamaRMSNorm: functorch computes it
+    with pytest.raises(UserError, match="training.dp.delta"):
+        parse_config({"run_dir": "r", "data": {"train": {"source": "builtin:arith"}},
+                      "training": {"dp": {"delta": 2}}})
+
+
+@pytest.mark.integration
+def test_lora_dp_changes_the_adapter(assets, tmp_path):  # noqa: F811
+    """The silent no-update failure (Opacus #820): the adapter must move."""
+    s = train(make_cfg(assets, tmp_path / "lora", method="lora", dp=DP,
+                       lora={"r": 4, "alpha": 8, "dropout": 0.0}), progress=False)
+    run = Path(s["run_dir"])
+    w = load_file(str(run / "checkpoints" / s["checkpoints"][-1] / "adapter_model.safetensors"))
+    b = [v for k, v in w.items() if "lora_B" in k]
+    assert b and all(float(v.abs().max()) > 0 for v in b)  # lora_B starts at zero
+    rec = json.loads((run / "dp.json").read_text())
+    assert rec["sampling"] == "poisson" and rec["n"] == 60 and rec["delta"] == 1 / 600
+    assert rec["checkpoints"][s["checkpoints"][-1]]["epsilon"] == pytest.approx(8, abs=0.1)
+    assert json.loads((run / "distributed.json").read_text())["sampling"]["kind"] == "poisson"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("method", ["full", "head"])
+def test_dp_resumes_to_the_same_weights_and_epsilon(assets, tmp_path, monkeypatch,  # noqa: F811
+                                                    method):
+    kw = dict(method=method, dp=DP, save_every=3)
+    a = train(make_cfg(assets, tmp_path / "a", **kw), progress=False)
+    b = crash_then_resume(make_cfg(assets, tmp_path / "b", **kw), monkeypatch, 4)
+    assert b["resumed_from"] == "step-000003" and a["checkpoints"] == b["checkpoints"]
+    for name in a["checkpoints"]:
+        ma, mb = (json.loads((Path(x["run_dir"]) / "checkpoints" / name / "finemem_ckpt.json")
+                             .read_text()) for x in (a, b))
+        assert ma["content_hash"] == mb["content_hash"]
+        assert ma["dp_epsilon"] == mb["dp_epsilon"] > 0
