@@ -127,3 +127,49 @@ def test_dp_resumes_to_the_same_weights_and_epsilon(assets, tmp_path, monkeypatc
                              .read_text()) for x in (a, b))
         assert ma["content_hash"] == mb["content_hash"]
         assert ma["dp_epsilon"] == mb["dp_epsilon"] > 0
+
+
+def _audited(root: Path, name: str, training: dict, tier: int) -> tuple[Path, str]:
+    """builtin:test on 24 arith rows + 100 coin-flip random-token canaries (seen `tier`x per
+    epoch), trained, audited with the canaries probe; (run_dir, `finemem recommend` output)."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+
+    raw = {"run_dir": str(root / name), "model": "builtin:test",
+           "data": {"train": {"source": "builtin:arith", "split": "train", "n": 24},
+                    "eval": {"test": {"source": "builtin:arith", "split": "test", "n": 30}},
+                    "canaries": {"families": ["random"], "tiers": [tier], "per_tier": 10,
+                                 "twins": 90, "inclusion": "half"}},
+           "training": {"epochs": 3, "lr": 3e-3, "batch_size": 16, **training},
+           "audit": {"probes": ["likelihood", "canaries"], "likelihood": {"train_sample": 8},
+                     "canaries": {"n_boot": 100, "audit_guess_frac": 0.25}}}
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    runner = CliRunner()
+    for args in (["train", "--config", str(path), "--no-progress"],
+                 ["audit", str(root / name), "--quiet"]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["recommend", str(root / name)])
+    assert r.exit_code == 0, r.output
+    return root / name, r.output
+
+
+@pytest.mark.integration
+def test_audit_bound_sits_below_the_promise_and_rises_without_dp(tmp_path):
+    from finemem.analysis.privacy import audit_rows
+
+    torch.set_num_threads(1)
+    run, out = _audited(tmp_path, "dp", {"dp": {"epsilon": 8, "accountant": "rdp"}}, tier=1)
+    rows = audit_rows(run)
+    last = [r for r in rows if r["checkpoint"] == rows[-1]["checkpoint"]][0]
+    assert last["n"] == 100 and last["promised"] == pytest.approx(8, abs=0.1)
+    assert all(r["bound"] <= r["promised"] for r in rows)
+    assert "privacy audit at" in out and "promised epsilon" in out
+    # no DP, canaries seen 4x per epoch: every guess right (50 of 50 -> 2.78 at 95%)
+    run, out = _audited(tmp_path, "nodp", {"method": "full"}, tier=4)
+    rows = audit_rows(run)
+    assert rows[-1]["promised"] is None and rows[-1]["bound"] > 1.5
+    assert "nothing was promised" in out

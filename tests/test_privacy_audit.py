@@ -67,3 +67,27 @@ def test_epsilon_lower_bound_end_to_end():
                                member_when="lower") == pytest.approx(3.4930, abs=1e-3)
     with pytest.warns(RuntimeWarning):
         assert math.isnan(epsilon_lower_bound([], [1.0]))
+
+
+def test_half_inclusion_canaries():
+    """inclusion: half: every candidate has its tier and a seeded coin decides whether it is
+    inserted; the draws are those of the tiers design (the coin has its own generator)."""
+    from test_canaries import _Tok
+
+    from finemem.config import Canaries
+    from finemem.data.canaries import insert_canaries, make_canaries
+
+    cfg = Canaries(families=["random", "record"], tiers=[1, 4], per_tier=10, twins=80, seed=2,
+                   inclusion="half")
+    a = make_canaries(cfg, _Tok())
+    assert a == make_canaries(cfg, _Tok()) and len(a) == 2 * 100
+    assert {c.audit_tier for c in a} == {1, 4}
+    assert all(c.tier in (0, c.audit_tier) for c in a)
+    n_in = sum(c.inserted for c in a)
+    assert 70 <= n_in <= 130  # Binomial(200, 1/2): 100 +- 4.2 sd
+    assert not any(c.id.startswith(("canary", "twin")) for c in a)  # ids do not say which
+    tiers_design = make_canaries(cfg.model_copy(update={"inclusion": "tiers"}), _Tok())
+    assert {(c.prompt, c.completion) for c in a} == \
+        {(c.prompt, c.completion) for c in tiers_design}
+    _, manifest = insert_canaries([], [], a)
+    assert sum(r["times_per_epoch"] for r in manifest) == sum(c.tier for c in a)
