@@ -65,3 +65,15 @@ def audit_lines(run_dir: str | Path, checkpoint: str | None = None) -> list[str]
                          "assumption (repeated texts, a non-Poisson batch)")
         lines.append(head + tail)
     return lines
+
+
+def dp_line(run_dir: str | Path) -> str | None:
+    """One line on the run's DP guarantee: epsilon spent per checkpoint (None without DP)."""
+    dp = read_dp(run_dir)
+    if dp is None:
+        return None
+    cks = sorted(dp.get("checkpoints", {}).items(), key=lambda kv: kv[1]["step"])
+    spent = ", ".join(f"{k} {v['epsilon']:.2f}" for k, v in cks) or "no checkpoint yet"
+    return (f"DP-SGD ({dp['accountant']} accountant, noise multiplier "
+            f"{dp['noise_multiplier']:.3f}, Poisson q = {dp['sample_rate']:.4f}, delta "
+            f"{dp['delta']:.1e}): epsilon spent {spent} (target {dp['target_epsilon']:g})")

@@ -111,7 +111,8 @@ def cells(r: dict) -> list[str]:
     return [r["label"], r["checkpoint"], fmt(r["test_ppl"], 2), fmt(r["auc"]),
             fmt(r["tpr_at_1pct"]), fmt(r["member_extraction"]), fmt(r["canary_extraction"]),
             eps, "-" if r["eps_promised"] is None else f"{r['eps_promised']:.2f}",
-            "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}"]
+            "-" if r["train_seconds"] is None else f"{r['train_seconds']:.0f}" + (
+                f" ({r['train_cpu']:.0f})" if r.get("train_cpu") is not None else "")]
 
 
 HEADERS = ["mitigation", "checkpoint", "test PPL", "MIA AUC (loss)", "TPR @ 1% FPR",

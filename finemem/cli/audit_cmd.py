@@ -136,3 +136,8 @@ def _show(run_dir: Path) -> None:
     s = summarize(run_dir)
     print_summary(s)
     typer.echo(f"plots: {write_plots(s, Path(run_dir) / 'report')}")
+    from finemem.analysis.privacy import audit_lines, dp_line  # issue 21 hook
+
+    for line in [dp_line(run_dir), *audit_lines(run_dir)]:
+        if line:
+            typer.echo(line)

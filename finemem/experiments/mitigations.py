@@ -10,6 +10,7 @@ plot. The runs and rows are in mitigations.yaml.
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 
@@ -72,11 +73,17 @@ class Mitigations(Experiment):
                            "train_cpu": old.get("train_cpu", 0) + tc,
                            "total_wall": old.get("total_wall", 0) + time.time() - w}
             write_text_atomic(timing, json.dumps(spent, indent=1))
-        rows = [tradeoff_row(cfgs[r["run"]].run_dir, r.get("at", "final"), r["label"])
-                for r in plan["rows"]]
+        spent = json.loads(timing.read_text()) if timing.is_file() else {}
+        rows = []
+        for r in plan["rows"]:
+            row = tradeoff_row(cfgs[r["run"]].run_dir, r.get("at", "final"), r["label"])
+            if r["run"] in spent:  # the whole of `train` (setup, DP calibration, saves)
+                row["train_seconds"] = spent[r["run"]]["train_wall"]
+                row["train_cpu"] = spent[r["run"]]["train_cpu"]
+            rows.append(row)
         print_tradeoff(rows, console)
         minutes = (time.time() - t0) / 60
-        md = report(rows, cfgs, json.loads(timing.read_text()), minutes=minutes,
+        md = report(rows, cfgs, spent, minutes=minutes,
                     plot=Path(doc).parent / "img" / "mitigations.png",
                     settings=self.settings_source)
         write_doc_section(doc, "experiment:mitigations", md, header=HEADER)
@@ -91,6 +98,7 @@ def report(rows: list[dict], cfgs: dict, spent: dict, *, minutes: float, plot: P
            settings: str) -> str:
     """The Markdown section, from the runs' stores (no model)."""
     from finemem.analysis.tradeoff import markdown_table, plot_tradeoff
+    from finemem.metrics.privacy_audit import epsilon_from_guesses
 
     c0 = next(iter(cfgs.values()))
     d, t = c0.data, c0.training
@@ -114,11 +122,17 @@ def report(rows: list[dict], cfgs: dict, spent: dict, *, minutes: float, plot: P
     notes = sorted({c for r in rows for c in r["dp_caveats"]})
     for c in notes:
         L.append(f"- DP caveat: {c}.")
+    sec = c0.audit.section("canaries")
+    m1 = m // len(can.tiers) if can else 0  # the candidates of one tier (tiers in turn)
+    r_max = min(m1, 2 * math.ceil(sec.audit_guess_frac * m1))
+    cap = epsilon_from_guesses(m1, r_max, r_max,
+                               confidence=sec.audit_confidence) if can else float("nan")
     L += ["- The epsilon lower bound (Steinke, Nasr & Jagielski 2023) holds at its confidence "
           "whatever the attack; it can only show that a run leaks at least that much, and with "
-          f"{m} canaries it cannot exceed what {m} guesses allow (about 2.8 at 95% when a "
-          "quarter are guessed each way and all are right). A DP run must show a bound at or "
-          "below its promised epsilon; above it would mean a DP bug or a broken assumption.",
-          "- 'train s' is the wall time from the first to the last optimizer step (the store's "
-          "train log) on the shared machine.", ""]
+          f"{m1} canaries per tier and {r_max} guesses it cannot exceed {cap:.2f} (every guess "
+          "right). "
+          "A DP run must show a bound at or below its promised epsilon; above it would mean a "
+          "DP bug or a broken assumption.",
+          "- 'train s' is the wall time of `finemem train` (data, model, DP calibration, "
+          "steps, saves) with its CPU time (user+sys) in brackets, on the shared machine.", ""]
     return "\n".join(L)
