@@ -82,12 +82,30 @@ def test_poisson_batches_are_seeded_by_step():
     assert a.epsilon(10) == pytest.approx(8, abs=0.1) and a.epsilon(5) < a.epsilon(10)
 
 
+def test_an_empty_poisson_batch_still_steps_with_noise():
+    model = _tiny_llama()
+    t = _training()
+    run = DPRun(t, n=4000, total_steps=100, seed=0)  # q = 1e-3: many steps draw no row
+    step = next(s for s in range(100) if not run.poisson_batch(s))
+    before = [p.detach().clone() for p in model.parameters()]
+    gsm, opt = run.wrap(model, torch.optim.SGD(model.parameters(), lr=1.0))
+    items = [(torch.arange(5), torch.arange(5))] * 4000
+    assert run.backward(gsm, items, step, pad=39, device="cpu", training=t) is None
+    opt.step()
+    moved = [not torch.equal(a, p) for a, p in zip(before, model.parameters())]
+    assert all(moved)  # noise only: the step is still taken, as the accountant counts it
+
+
 def test_refusals_in_one_line():
     cfg = parse_config({"run_dir": "r", "data": {"train": {"source": "builtin:arith"}},
                         "training": {"grad_accum": 2, "batch_size": 8, "dp": DP}})
     with pytest.raises(UserError, match="grad_accum: 1.*batch_size: 16"):
         check_dp(cfg, num_processes=1)
     cfg.training.grad_accum = 1
+    cfg.training.mixed_precision = "bf16"
+    with pytest.raises(UserError, match="mixed_precision"):
+        check_dp(cfg, num_processes=1)
+    cfg.training.mixed_precision = "no"
     with pytest.raises(UserError, match="one process"):
         check_dp(cfg, num_processes=2)
     bn = torch.nn.Sequential(torch.nn.Linear(3, 3), torch.nn.BatchNorm1d(3))

@@ -26,7 +26,8 @@ What it does:
   and divides by the expected batch size. training.max_grad_norm is not applied on top.
 Where the accountant's assumptions break, `caveats` says so (dp.json and the console): a text
 repeated r times (data.duplication, canary tiers) is protected as a group of r rows, not as
-one. Refused with one line: grad_accum > 1, several processes, torch.compile, a trainable
+one. Refused with one line: grad_accum > 1, several processes, mixed precision,
+torch.compile, a trainable
 layer Opacus cannot give per-sample gradients (named).
 """
 
@@ -57,6 +58,10 @@ def check_dp(cfg, *, num_processes: int) -> None:
                         f"batch, as the accountant assumes); set batch_size: "
                         f"{t.batch_size * t.grad_accum} and grad_accum: 1 instead",
                         field="training.grad_accum")
+    if t.mixed_precision != "no":
+        raise UserError("training.dp trains in float32 (Opacus' per-sample gradients are not "
+                        "autocast here); set training.mixed_precision: 'no'",
+                        field="training.mixed_precision")
     if t.compile:
         raise UserError("training.dp cannot be compiled (Opacus' per-sample hooks); set "
                         "training.compile: false", field="training.compile")
