@@ -191,3 +191,23 @@ def test_audit_bound_sits_below_the_promise_and_rises_without_dp(tmp_path):
     rows = audit_rows(run)
     assert rows[-1]["promised"] is None and rows[-1]["bound"] > 1.5
     assert "nothing was promised" in out
+
+
+def test_lora_computes_only_the_adapters_per_sample_gradients():
+    from finemem.train.methods import apply_method
+
+    raw = {"run_dir": "r", "data": {"train": {"source": "builtin:arith"}},
+           "training": {"method": "lora", "batch_size": 4, "dp": DP,
+                        "lora": {"r": 2, "alpha": 4, "dropout": 0.0}}}
+    t = parse_config(raw).training
+    model = apply_method(_tiny_llama(), t)
+    run = DPRun(t, n=4, total_steps=1, seed=0)
+    gsm, _ = run.wrap(model, torch.optim.SGD([p for p in model.parameters()
+                                              if p.requires_grad], lr=0.1))
+    items = [(torch.arange(6), torch.arange(6))] * 4
+    run.backward(gsm, items, 0, pad=39, device="cpu", training=t)
+    named = dict(model.named_parameters())
+    lora = [n for n in named if "lora_" in n]
+    assert lora and all(named[n].grad_sample.shape[0] == 4 for n in lora)
+    assert all(getattr(p, "grad_sample", None) is None for n, p in named.items()
+               if n not in lora)
