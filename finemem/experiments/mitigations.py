@@ -106,10 +106,11 @@ def report(rows: list[dict], cfgs: dict, spent: dict, *, minutes: float, plot: P
     m = (can.per_tier * len(can.tiers) + can.twins) * len(can.families) if can else 0
     png = plot_tradeoff(rows, plot)
     cpu = sum(v.get("train_cpu", 0) for v in spent.values()) / 60
+    wall = sum(v.get("total_wall", 0) for v in spent.values()) / 60
     L = [f"Produced by `finemem reproduce mitigations` on {time.strftime('%Y-%m-%d')} "
-         f"(settings: {settings}; {minutes:.1f} min this invocation, training {cpu:.1f} CPU-min "
-         "in all runs; CPU, a shared 2-core machine, so times are inflated and only their "
-         "ratios mean much).", "",
+         f"(settings: {settings}; {wall:.1f} min of training and auditing in all, of which "
+         f"training {cpu:.1f} CPU-min (user+sys); CPU, a shared 2-core machine, so times are "
+         "inflated and only their ratios mean much).", "",
          f"Model `{c0.model}`; {d.train.n} `{d.train.source}` training examples, a quarter of "
          f"them repeated {d.duplication.times}x per epoch (seed {d.duplication.seed}); "
          f"{t.epochs} epochs, lr {t.lr:g}, batch {t.batch_size}; {m} coin-flip canaries "
