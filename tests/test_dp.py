@@ -133,7 +133,7 @@ def test_lora_dp_changes_the_adapter(assets, tmp_path):  # noqa: F811
 
 
 @pytest.mark.integration
-@pytest.mark.parametrize("method", ["full", "head"])
+@pytest.mark.parametrize("method", ["full", "head", "lora"])
 def test_dp_resumes_to_the_same_weights_and_epsilon(assets, tmp_path, monkeypatch,  # noqa: F811
                                                     method):
     kw = dict(method=method, dp=DP, save_every=3)

@@ -91,3 +91,33 @@ def test_half_inclusion_canaries():
         {(c.prompt, c.completion) for c in tiers_design}
     _, manifest = insert_canaries([], [], a)
     assert sum(r["times_per_epoch"] for r in manifest) == sum(c.tier for c in a)
+
+
+def test_doctests_run():
+    import doctest
+
+    import finemem.data.dedup
+    import finemem.metrics.privacy_audit
+
+    for mod in (finemem.metrics.privacy_audit, finemem.data.dedup):
+        res = doctest.testmod(mod)
+        assert res.attempted > 0 and res.failed == 0, mod.__name__
+
+
+def test_canaries_add_half(tmp_path):
+    import yaml
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"run_dir": str(tmp_path / "run"),
+                                   "data": {"train": {"source": "builtin:arith"}}}))
+    r = CliRunner().invoke(app, ["canaries", "add", str(cfg), "--families", "random",
+                                 "--tiers", "1", "--per-tier", "50", "--twins", "150",
+                                 "--inclusion", "half"])
+    assert r.exit_code == 0, r.output
+    assert "200 candidate canaries" in r.output
+    assert yaml.safe_load(cfg.read_text())["data"]["canaries"]["inclusion"] == "half"
+    r = CliRunner().invoke(app, ["canaries", "add", str(cfg), "--inclusion", "halves"])
+    assert r.exit_code != 0 and "data.canaries.inclusion" in str(r.exception)
