@@ -211,3 +211,35 @@ def test_lora_computes_only_the_adapters_per_sample_gradients():
     assert lora and all(named[n].grad_sample.shape[0] == 4 for n in lora)
     assert all(getattr(p, "grad_sample", None) is None for n, p in named.items()
                if n not in lora)
+
+
+@pytest.mark.integration
+def test_dp_sigkill_mid_run_resumes_to_the_same_weights_and_epsilon(assets, tmp_path):  # noqa: F811
+    """`finemem train` killed (SIGKILL) between checkpoints and inside a state swap, rerun:
+    the same checkpoints byte for byte and the same epsilon as an uninterrupted run."""
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    kw = dict(method="full", dp=DP, save_every=3)
+    ref = train(make_cfg(assets, tmp_path / "ref", **kw), progress=False)
+    cfg = make_cfg(assets, tmp_path / "killed", **kw)
+    path = tmp_path / "killed.yaml"
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json")))
+    cmd = [sys.executable, "-m", "finemem.cli", "train", "--config", str(path), "--no-progress"]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(sys.path), "OMP_NUM_THREADS": "1"}
+    for kill in ("train_step:5", "state_swap:2"):  # the 2nd launch resumes from step 3
+        r = subprocess.run(cmd, env={**env, "FINEMEM_KILL_AT": kill}, capture_output=True,
+                           text=True)
+        assert r.returncode == -9, r.stderr[-2000:]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for name in ref["checkpoints"]:
+        a, b = (json.loads((Path(d) / "checkpoints" / name / "finemem_ckpt.json").read_text())
+                for d in (ref["run_dir"], cfg.run_dir))
+        assert a["content_hash"] == b["content_hash"] and a["dp_epsilon"] == b["dp_epsilon"]
+    da, db = (json.loads((Path(d) / "dp.json").read_text()) for d in (ref["run_dir"],
+                                                                       cfg.run_dir))
+    assert da["checkpoints"] == db["checkpoints"]

@@ -185,13 +185,21 @@ class DPRun:
     def record(self, run_dir: Path, checkpoint: str | None = None, step: int = 0,
                epsilon: float | None = None) -> None:
         """Write RUN_DIR/dp.json (the settings; with `checkpoint`, its epsilon added)."""
+        from finemem.train.checkpoint import CKPT_META
+
         old = read_dp(run_dir) or {}
+        done = dict(old.get("checkpoints", {}))
+        # a kill between a checkpoint's rename and this record: its metadata has the epsilon
+        for meta in sorted(Path(run_dir).glob(f"checkpoints/step-*/{CKPT_META}")):
+            m = json.loads(meta.read_text(encoding="utf-8"))
+            if "dp_epsilon" in m:
+                done.setdefault(meta.parent.name, {"step": m["step"], "epsilon": m["dp_epsilon"]})
         rec = {"target_epsilon": self.cfg.epsilon, "delta": self.delta,
                "delta_setting": self.cfg.delta, "noise_multiplier": self.sigma,
                "sample_rate": self.q, "expected_batch_size": self.batch_size, "n": self.n,
                "max_grad_norm": self.cfg.max_grad_norm, "accountant": self.cfg.accountant,
                "total_steps": self.total_steps, "sampling": "poisson",
-               "caveats": self.caveats, "checkpoints": old.get("checkpoints", {})}
+               "caveats": self.caveats, "checkpoints": done}
         if checkpoint is not None:
             rec["checkpoints"][checkpoint] = {"step": step, "epsilon": epsilon}
         write_json_atomic(Path(run_dir) / DP_FILE, rec)
