@@ -14,9 +14,9 @@ probe, not the data). A record's text is ``prompt + "\\n" + completion``:
   * ``near``: additionally, a MinHash (`num_perm` permutations, fixed seed) of the normalized
     text's character 5-gram shingles is queried against an LSH index at Jaccard `threshold`
     (bands chosen to miss few pairs: at threshold 0.8 a pair of Jaccard 0.86 is a candidate
-    with probability 0.997); a candidate whose estimated Jaccard similarity is >= `threshold` makes the record a
-    duplicate of the earliest such candidate. Records are visited in list order, so the first
-    of a group is kept.
+    with probability 0.997); a candidate whose estimated Jaccard similarity is >= `threshold`
+    makes the record a duplicate of the earliest such candidate. Records are visited in list
+    order, so the first of a group is kept.
 Each removal is ``{"id", "duplicate_of", "kind": "exact"|"near", "jaccard"}`` (jaccard 1.0
 for exact); `dedup_manifest` turns them into manifest rows: an id with no copy left gets
 ``times_per_epoch: 0`` and ``dedup: {duplicate_of, kind, jaccard, removed_copies}``; an id that

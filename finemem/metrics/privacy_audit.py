@@ -37,7 +37,8 @@ def one_run_p_value(m: int, r: int, v: int, eps: float, delta: float = 0.0) -> f
     r"""P-value of v or more right guesses out of r (m canaries) if training is (eps, delta)-DP.
 
     .. math:: p = P[\mathrm{Bin}(r, q) \ge v] + 2 m \delta \max_{1 \le i \le v}
-              \frac{P[v - i \le \mathrm{Bin}(r, q) < v]}{i}, \qquad q = \frac{e^\epsilon}{1 + e^\epsilon}
+              \frac{P[v - i \le \mathrm{Bin}(r, q) < v]}{i},
+              \qquad q = \frac{e^\epsilon}{1 + e^\epsilon}
 
     >>> round(one_run_p_value(10, 2, 2, 0.0), 4)          # two coin flips both right
     0.25
