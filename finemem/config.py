@@ -4,7 +4,8 @@ Usage:
     cfg = load_config("run.yaml", overrides={"training.lr": 1e-3})
 
 Unknown keys are errors. Errors name the file, the line and the field (`UserError`).
-`finemem config example` prints a commented example (finemem/configs/example.yaml).
+`finemem config example` prints a commented example generated from these models (every field's
+default and `description`; finemem/cli/config_example.py).
 """
 
 from __future__ import annotations
@@ -124,11 +125,13 @@ class Canaries(_Strict):
 
 
 class DataConfig(_Strict):
-    train: DataSource
+    train: DataSource = Field(description="the training set")
     eval: dict[str, DataSource] = Field(
         default_factory=dict, description="named evaluation sets: 'test' (required by the "
         "audit), 'ood', 'test_<variant>' (robustness variants of test), any other name")
-    duplication: Duplication = Field(default_factory=Duplication)
+    duplication: Duplication = Field(default_factory=Duplication,
+                                     description="for memorization studies: repeat some "
+                                                 "examples")
     canaries: Canaries | None = Field(None, description="secrets planted in the training data "
                                                        "(`finemem canaries add`)")
     # --- issue 21 hook: deduplication (finemem/data/dedup.py) ---
@@ -151,9 +154,9 @@ class DataConfig(_Strict):
 
 
 class LoraSettings(_Strict):
-    r: int = Field(16, gt=0)
-    alpha: float = Field(32.0, gt=0)
-    dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    r: int = Field(16, gt=0, description="rank of the low-rank update")
+    alpha: float = Field(32.0, gt=0, description="scaling: the update is multiplied by alpha / r")
+    dropout: float = Field(0.05, ge=0.0, lt=1.0, description="dropout on the LoRA input")
     target_modules: list[str] | Literal["default", "all-linear"] = Field(
         "default", description="'default' = attention + MLP projections of Llama-style models "
                                "(other architectures: peft's default for the model type, e.g. "
@@ -178,18 +181,21 @@ class DPSettings(_Strict):
 
 
 class TrainingConfig(_Strict):
-    method: Literal["full", "lora", "head"] = "full"
-    lora: LoraSettings = Field(default_factory=LoraSettings)
+    method: Literal["full", "lora", "head"] = Field(
+        "full", description="full | lora | head (the output head only)")
+    lora: LoraSettings = Field(default_factory=LoraSettings,
+                               description="used when method is lora")
     epochs: int = Field(3, gt=0, description="passes over the training set")
     max_steps: int | None = Field(None, gt=0, description="stop after this many optimizer steps")
-    lr: float = Field(1e-4, gt=0)
-    scheduler: Literal["constant", "linear", "cosine"] = "constant"
-    warmup_steps: int = Field(0, ge=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(16, gt=0)
-    grad_accum: int = Field(1, gt=0)
-    max_grad_norm: float | None = Field(1.0, gt=0)
-    seed: int = 0
+    lr: float = Field(1e-4, gt=0, description="peak learning rate (AdamW)")
+    scheduler: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="constant | linear | cosine (after the warm-up)")
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up before the schedule")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    batch_size: int = Field(16, gt=0, description="examples per micro-batch")
+    grad_accum: int = Field(1, gt=0, description="micro-batches per optimizer step")
+    max_grad_norm: float | None = Field(1.0, gt=0, description="gradient clipping (null = off)")
+    seed: int = Field(0, description="data order, initialisation of LoRA, dropout")
     loss: Literal["ce", "mar"] = Field(
         "ce", description="'mar': memorization-aware reweighting, sum_t (1 - p_t) * CE_t")
     mar_detach: bool = Field(True, description="detach the MAR weight (1 - p_t) from the graph")
@@ -293,14 +299,18 @@ class RunConfig(_Strict):
     run_dir: str = Field(description="folder holding everything this run produces")
     model: str = Field("builtin:tiny", description="'builtin:<size>' (sizes: finemem.models.base.SIZES), a local "
                                                    "Hugging Face folder or a hub id")
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="run code shipped with a model (never "
+                                                       "unless you say so)")
     allow_pickle: bool = Field(False, description="allow loading pickled (.bin) weights")
-    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    device: Literal["auto", "cpu", "cuda", "mps"] = Field(
+        "auto", description="auto picks cuda, then mps, then cpu")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field(
         "auto", description="auto = float32 on CPU, the model's own on GPU")
-    data: DataConfig
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
-    audit: AuditConfig = Field(default_factory=AuditConfig)
+    data: DataConfig = Field(description="what to train on and evaluate with")
+    training: TrainingConfig = Field(default_factory=TrainingConfig,
+                                     description="how to fine-tune")
+    audit: AuditConfig = Field(default_factory=AuditConfig,
+                               description="what `finemem audit` measures per checkpoint")
 
     def digest(self, *, exclude_run_dir: bool = True) -> str:
         """Hash of everything that changes what training produces."""

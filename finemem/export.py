@@ -38,7 +38,7 @@ import tempfile
 from pathlib import Path
 
 from finemem.errors import UserError
-from finemem.io import atomic_file, write_text_atomic
+from finemem.io import atomic_file, inside, write_text_atomic  # noqa: F401 (inside: re-exported)
 
 SCHEMA = "finemem.export"
 VERSION = 1
@@ -50,17 +50,6 @@ EXAMPLE_COLUMNS = ("checkpoint", "step", "content_hash", "split", "name", "setti
 
 
 # results ----------------------------------------------------------------------------------
-def inside(run_dir: Path, path: str | Path) -> Path:
-    """`path` (relative to the run folder, or absolute) resolved, refused when it leaves it."""
-    run_dir = Path(run_dir).resolve()
-    p = Path(path)
-    full = (p if p.is_absolute() else run_dir / p).resolve()
-    if full != run_dir and run_dir not in full.parents:
-        raise UserError(f"output path leaves the run folder ({path}); give a folder inside it",
-                        source=str(run_dir), field="--out")
-    return full
-
-
 def collect(run_dir: str | Path) -> dict:
     """The run's stored results as {"run", "checkpoints", "metrics", "examples"} (JSON-ready)."""
     from finemem.report.sections._common import RunData
@@ -70,9 +59,8 @@ def collect(run_dir: str | Path) -> dict:
         cfg = run.config
         ckpts = []
         for c in run.checkpoints:
-            chash = run.content_hash(c["name"])
-            ckpts.append({"name": c["name"], "step": c["step"], "epoch": c["epoch"],
-                          "kind": c["kind"], "content_hash": chash})
+            ckpts.append({"name": c.name, "step": c.step, "epoch": c.epoch, "kind": c.kind,
+                          "content_hash": c.content_hash})
         by_name = {c["name"]: c for c in ckpts}
         by_hash = {c["content_hash"]: c for c in ckpts if c["content_hash"]}
         metrics = []
@@ -86,18 +74,13 @@ def collect(run_dir: str | Path) -> dict:
                             "settings": r["setting"], "value": r["value"], "n": r["n"],
                             "lo": r["lo"], "hi": r["hi"]})
         examples = []
-        cur = run.store.db.execute("SELECT ckpt_hash, example_id, setting, data FROM "
-                                   "example_results WHERE kind='value' ORDER BY ckpt_hash, "
-                                   "setting, example_id")
-        for chash, eid, setting, data in cur:
-            key, _, settings = setting.partition("|")
-            split, _, name = key.partition("/")
-            c = by_hash.get(chash, {})
-            v = json.loads(data)
+        for r in run.store.value_rows():
+            c = by_hash.get(r.content_hash, {})
+            v = r.value
             num = isinstance(v, (int, float)) and not isinstance(v, bool)
             examples.append({"checkpoint": c.get("name"), "step": c.get("step"),
-                             "content_hash": chash, "split": split, "name": name,
-                             "settings": settings, "example_id": eid,
+                             "content_hash": r.content_hash, "split": r.split, "name": r.name,
+                             "settings": r.settings, "example_id": r.example_id,
                              "value": float(v) if num else None,
                              "text": None if num else v if isinstance(v, str) else
                              json.dumps(v)})
@@ -203,13 +186,14 @@ def _clean(row: dict) -> dict:
 def resolve_checkpoint(path: str | Path) -> Path:
     """A checkpoint folder (holding finemem_ckpt.json); a run folder means the checkpoint its
     audit recommends shipping."""
-    from finemem.train.checkpoint import read_checkpoint_meta
+    from finemem.run import RunFolder
+    from finemem.run.checkpoints import read_checkpoint_meta
 
     path = Path(path)
     if read_checkpoint_meta(path) is not None:
         return path
-    if (path / "config.yaml").is_file() and (path / "results.sqlite").is_file():
-        from finemem.audit.summary import summarize
+    if RunFolder(path).is_run():
+        from finemem.analysis.summary import summarize
 
         name = summarize(path).recommendation.name
         for sub in ("checkpoints", "merges"):
@@ -229,7 +213,7 @@ def load_checkpoint_model(ckpt: Path, *, device: str = "cpu", dtype: str = "auto
     from safetensors.torch import load_file
 
     from finemem.models.load import load_model, peft_quiet, untie_head
-    from finemem.train.checkpoint import HEAD_KEY, read_checkpoint_meta
+    from finemem.run.checkpoints import HEAD_KEY, read_checkpoint_meta
 
     meta = read_checkpoint_meta(ckpt)
     kind, base = meta["kind"], str(meta.get("base_model", ""))
@@ -260,8 +244,8 @@ def export_model(checkpoint: str | Path, out_dir: str | Path, *, force: bool = F
     `AutoTokenizer.from_pretrained(out_dir)`. Written to a temporary folder beside `out_dir`
     and renamed into place, so `out_dir` is complete or absent."""
     from finemem.models.load import load_tokenizer
-    from finemem.train.checkpoint import read_checkpoint_meta
-    from finemem.train.loop import quiet_hf
+    from finemem.run.checkpoints import read_checkpoint_meta
+    from finemem.models.load import quiet_hf
 
     ckpt = resolve_checkpoint(checkpoint)
     meta = read_checkpoint_meta(ckpt)

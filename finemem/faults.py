@@ -17,7 +17,8 @@ The points (grep `faults.point(` for where each sits):
                  rename not yet done (train/checkpoint.py)
     state_swap   checkpoint renamed into place, resume state not yet swapped in (train/loop.py)
     store_write  inside a results-store transaction, before its commit (store.py)
-    score        a chunk of teacher-forced scores computed, not yet stored (engine/cache.py)
+    score        a chunk of teacher-forced scores (or attention statistics) computed, not yet
+                 stored (engine/cache.py)
     generate     a chunk of generations computed, not yet stored (engine/cache.py)
     probe_done   a probe finished a checkpoint, its done-key not yet stored (audit/loop.py)
 

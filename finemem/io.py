@@ -23,6 +23,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from finemem.errors import UserError
+
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
@@ -78,3 +80,14 @@ def write_doc_section(path: str | os.PathLike, name: str, markdown: str, *,
         text.rstrip() + "\n\n" + block + "\n" if text.strip() else block + "\n")
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, text)
+
+
+def inside(run_dir: Path, path: str | Path) -> Path:
+    """`path` (relative to the run folder, or absolute) resolved, refused when it leaves it."""
+    run_dir = Path(run_dir).resolve()
+    p = Path(path)
+    full = (p if p.is_absolute() else run_dir / p).resolve()
+    if full != run_dir and run_dir not in full.parents:
+        raise UserError(f"output path leaves the run folder ({path}); give a folder inside it",
+                        source=str(run_dir), field="--out")
+    return full

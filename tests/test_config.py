@@ -142,3 +142,59 @@ def test_resolved_makes_local_paths_absolute_only(tmp_path, monkeypatch):
     other.mkdir()
     monkeypatch.chdir(other)
     assert run_dir_state(tmp_path / "run", cfg) == "different"  # other data files
+
+
+def _paths(model, prefix=""):
+    """Every settable key of a config model, dotted, walking its sub-models (and each probe's
+    section under audit)."""
+    import typing
+
+    from pydantic import BaseModel
+
+    from finemem.audit.probes import PROBES, load_probes
+    from finemem.config import AuditConfig
+
+    out = []
+    for name, f in model.model_fields.items():
+        out.append(prefix + name)
+        sub = next((t for t in (f.annotation, *typing.get_args(f.annotation))
+                    if isinstance(t, type) and issubclass(t, BaseModel)), None)
+        if sub is not None and typing.get_origin(f.annotation) is not dict:
+            out += _paths(sub, f"{prefix}{name}.")
+    if model is AuditConfig:
+        load_probes()
+        for n, p in PROBES.items():
+            out += [f"{prefix}{n}"] + _paths(p.Config, f"{prefix}{n}.")
+    return out
+
+
+def _has(d, dotted):
+    for k in dotted.split("."):
+        if not isinstance(d, dict) or k not in d:
+            return False
+        d = d[k]
+    return True
+
+
+def test_example_config_has_every_key_of_the_models():
+    """`finemem config example` is generated from the models: every field (probe sections
+    included) is in it, with its description; optional sections are shown commented ('#: ')
+    and switched on in the full form."""
+    from finemem.cli.config_example import example_yaml
+    from finemem.config import RunConfig
+
+    full = yaml.safe_load(example_yaml(full=True))
+    missing = [p for p in _paths(RunConfig) if not _has(full, p)]
+    assert not missing, missing
+    text = example_yaml()
+    parse_config(yaml.safe_load(text), text=text)
+    for key in ("stop_after_overmemorized", "report_to", "membership", "canaries", "relaxed",
+                "attention", "extraction", "rmia_a"):
+        assert f"{key}:" in text
+
+
+def test_checked_in_example_is_the_generated_one():
+    from finemem.cli.config_example import example_yaml
+
+    text = resources.files("finemem.configs").joinpath("example.yaml").read_text()
+    assert text == example_yaml(), "regenerate: finemem config example > finemem/configs/example.yaml"

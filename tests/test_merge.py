@@ -5,7 +5,7 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from finemem.analysis.merge import (checkpoint_kind, merge_checkpoints, merge_lora_concat,
+from finemem.models.merge import (checkpoint_kind, merge_checkpoints, merge_lora_concat,
                                     merge_state_dicts)
 from finemem.errors import UserError
 

@@ -2,7 +2,6 @@ import math
 
 import pytest
 
-from finemem.errors import UserError
 from finemem.metrics.calibration import brier_score_loss, expected_calibration_error
 
 
@@ -28,11 +27,11 @@ def test_brier():
 
 
 def test_calibration_validation_and_empty():
-    with pytest.raises(UserError, match=r"in \[0, 1\]"):
+    with pytest.raises(ValueError, match=r"in \[0, 1\]"):
         expected_calibration_error([1.2], [1])
-    with pytest.raises(UserError, match="0/1"):
+    with pytest.raises(ValueError, match="0/1"):
         brier_score_loss([0.5], [2])
-    with pytest.raises(UserError, match="2 confidences but 1"):
+    with pytest.raises(ValueError, match="2 confidences but 1"):
         brier_score_loss([0.5, 0.5], [1])
     with pytest.warns(RuntimeWarning):
         assert math.isnan(expected_calibration_error([], []))

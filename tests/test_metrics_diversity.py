@@ -4,7 +4,6 @@ from math import comb
 import numpy as np
 import pytest
 
-from finemem.errors import UserError
 from finemem.metrics.diversity import (distinct_answers, distinct_fraction, distinct_n, embed_texts,
                                        embedding_dispersion, entropy_from_probs,
                                        load_sentence_encoder, mean_pass_at_k, pass_at_k,
@@ -23,7 +22,7 @@ def test_pass_at_k_hand_values_and_stability():
     assert pass_at_k(4, 2, 3) == 1.0                      # n - c < k: any 3 contain a correct
     # Large n: the binomial form overflows floats, the product form does not.
     assert 0.0 < pass_at_k(2000, 1, 1000) == pytest.approx(0.5)
-    with pytest.raises(UserError, match="at least k samples"):
+    with pytest.raises(ValueError, match="at least k samples"):
         pass_at_k(3, 1, 5)
 
 
@@ -82,7 +81,7 @@ def test_embedding_dispersion_hand_values():
     assert embedding_dispersion(np.array([[1.0, 0.0], [-1.0, 0.0]])) == pytest.approx(2.0)
     with pytest.warns(RuntimeWarning, match="zero embedding"):
         assert math.isnan(embedding_dispersion(np.array([[0.0, 0.0], [1.0, 0.0]])))
-    with pytest.raises(UserError, match=r"\(n, d\)"):
+    with pytest.raises(ValueError, match=r"\(n, d\)"):
         embedding_dispersion(np.zeros(3))
 
 
@@ -92,7 +91,7 @@ def test_entropy_from_probs():
     assert entropy_from_probs([0.25] * 4, base=2) == pytest.approx(2.0)
     h = entropy_from_probs(np.array([[0.5, 0.5], [1.0, 0.0]]))
     assert h == pytest.approx([math.log(2), 0.0])
-    with pytest.raises(UserError, match="softmax"):
+    with pytest.raises(ValueError, match="softmax"):
         entropy_from_probs([2.0, -1.0])
 
 

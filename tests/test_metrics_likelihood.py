@@ -4,7 +4,6 @@ import zlib
 import numpy as np
 import pytest
 
-from finemem.errors import UserError
 from finemem.metrics.likelihood import (exact_greedy_extractable, extraction_strength,
                                         leading_match_length, mean_nll, perplexity, sum_nll,
                                         token_accuracy, zlib_length)
@@ -31,11 +30,11 @@ def test_perplexity_pooled_and_per_example():
 
 
 def test_logprob_validation():
-    with pytest.raises(UserError, match="natural-log probabilities"):
+    with pytest.raises(ValueError, match="natural-log probabilities"):
         perplexity([np.array([0.5, 0.2])])
-    with pytest.raises(UserError, match="one 1-D array"):
+    with pytest.raises(ValueError, match="one 1-D array"):
         perplexity(np.log([0.5, 0.5]))
-    with pytest.raises(UserError, match="shape"):
+    with pytest.raises(ValueError, match="shape"):
         perplexity([np.zeros((2, 2))])
 
 

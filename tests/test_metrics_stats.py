@@ -3,7 +3,6 @@ import math
 import numpy as np
 import pytest
 
-from finemem.errors import UserError
 from finemem.metrics.stats import MIN_N_FOR_CLAIM, Rate, bootstrap_ci, wilson_interval
 
 
@@ -31,9 +30,9 @@ def test_wilson_by_hand_formula_and_levels():
 
 
 def test_wilson_rejects_bad_counts():
-    with pytest.raises(UserError, match="0 <= k <= n"):
+    with pytest.raises(ValueError, match="0 <= k <= n"):
         wilson_interval(5, 3)
-    with pytest.raises(UserError, match="confidence level"):
+    with pytest.raises(ValueError, match="confidence level"):
         wilson_interval(1, 3, conf=95)
 
 

@@ -28,6 +28,7 @@ from finemem.errors import UserError
 from finemem.metrics.extraction import bootstrap_diff_ci
 from finemem.metrics.relaxed import DEFAULT_THRESHOLDS, paired_reduction_ci, relaxed_flags
 from finemem.metrics.stats import Rate
+from finemem.run import RunFolder
 
 SETS = ("members", "nonmembers")
 # memorization outcome -> how it is read from one example's stored values
@@ -77,7 +78,7 @@ class Comparison:
 # ------------------------------------------------------------------ finding runs
 
 def _is_run(p: Path) -> bool:
-    return (p / "config.yaml").is_file() and (p / "results.sqlite").is_file()
+    return RunFolder(p).is_run()
 
 
 def expand_runs(paths) -> list[Path]:
@@ -95,7 +96,7 @@ def expand_runs(paths) -> list[Path]:
             cells = [p / c["name"] for c in json.loads((p / "sweep.json").read_text())]
         cells = [c for c in cells if _is_run(c)] or sorted(c for c in p.iterdir() if _is_run(c))
         if not cells:
-            raise UserError("not a run folder (config.yaml and results.sqlite) nor a sweep "
+            raise UserError("not a run folder (a config and a results store) nor a sweep "
                             "folder holding any; train and audit it first", source=str(p))
         out += cells
     seen = set()
@@ -116,13 +117,13 @@ def _labels(paths: list[Path]) -> list[str]:
 def pick_checkpoint(run_dir: Path, at: str) -> str:
     """The checkpoint name `at` stands for: final, recommended, best (best test accuracy, or
     lowest test PPL without answers) or step-N."""
-    from finemem.engine import load_run_checkpoints
-
-    names = [r.name for r in load_run_checkpoints(run_dir)]
+    run = RunFolder(run_dir)
+    with run.open_store() as store:
+        names = [c.name for c in run.checkpoints(store, merges=False)]
     if at == "final":
         return names[-1]
     if at in ("recommended", "best"):
-        from finemem.audit.summary import ACC, PPL, summarize
+        from finemem.analysis.summary import ACC, PPL, summarize
 
         try:
             s = summarize(run_dir)
@@ -152,27 +153,24 @@ def _settings(cfg) -> dict:
 
 
 def load_side(run_dir, at: str = "final", label: str | None = None) -> Side:
-    from finemem.config import load_config
-    from finemem.engine import load_run_checkpoints
-    from finemem.store import Store
-
-    run_dir = Path(run_dir)
-    cfg = load_config(run_dir / "config.yaml")
+    run = RunFolder(run_dir)
+    run_dir = run.path
+    cfg = run.config
     name = pick_checkpoint(run_dir, at)
-    ref = next(r for r in load_run_checkpoints(run_dir) + _merges(run_dir) if r.name == name)
     per: dict = {}
-    with Store(run_dir / "results.sqlite") as store:
+    with run.open_store() as store:
+        ref = next(c for c in run.checkpoints(store) if c.name == name)
         for s in SETS:
-            got = {k: store.get_examples(ref.content_hash, f"{s}/{k}", "value")
+            got = {k: store.get_values(ref.content_hash, s, k)
                    for k in ("embedding_cosine", "exact_greedy_extractable", "category")}
             ids = set(got["embedding_cosine"]) & set(got["exact_greedy_extractable"]) & \
                 set(got["category"])
-            per[s] = {i: {"cos": float(json.loads(got["embedding_cosine"][i])),
-                          "exact": float(json.loads(got["exact_greedy_extractable"][i])),
-                          "verbatim": float(json.loads(got["category"][i]) == "verbatim")}
+            per[s] = {i: {"cos": float(got["embedding_cosine"][i]),
+                          "exact": float(got["exact_greedy_extractable"][i]),
+                          "verbatim": float(got["category"][i] == "verbatim")}
                       for i in ids}
-        metrics = {(m["split"], m["name"]): m for m in store.metrics(checkpoint=name)
-                   if not m["setting"]}
+        metrics = {(m.split, m.name): m for m in store.metrics(checkpoint=name)
+                   if not m.setting}
     if not per["members"] or not per["nonmembers"]:
         raise UserError(f"no extraction results at {name}; run `finemem audit {run_dir} "
                         "--probes relaxed` (add likelihood for task performance)",
@@ -186,12 +184,6 @@ def load_side(run_dir, at: str = "final", label: str | None = None) -> Side:
     return Side(label or run_dir.name, run_dir, name, ref.step, ref.epoch, _settings(cfg), per,
                 manifest, metrics.get(("test", "perplexity")),
                 metrics.get(("test", "answer_accuracy")))
-
-
-def _merges(run_dir: Path) -> list:
-    from finemem.engine import list_merges
-
-    return list_merges(run_dir)
 
 
 # ------------------------------------------------------------------ the comparison

@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from finemem.store import Store
+from finemem.run import BASE, RunFolder
+from finemem.store import setting_key
 
-BASE = "step-000000"
 
 
 @dataclass
@@ -31,13 +31,16 @@ class CheckpointRow:
 
     def get(self, split: str, name: str, **settings) -> dict | None:
         """The stored {value, n, lo, hi} of one metric with these settings, or None."""
-        key = json.dumps(settings, sort_keys=True) if settings else ""
+        key = setting_key(**settings)
         return self.metrics.get((split, name, key))
 
 
-def extraction_rows(run_dir: str | Path) -> list[CheckpointRow]:
-    """Checkpoints of the run (training order) that have extraction results."""
-    with Store(Path(run_dir) / "results.sqlite") as store:
+def extraction_rows(run_dir: str | Path, *, store=None) -> list[CheckpointRow]:
+    """Checkpoints of the run (training order) that have extraction results (`store`: the
+    run's open results store, when the caller has one)."""
+    from contextlib import nullcontext
+
+    with RunFolder(run_dir).open_store() if store is None else nullcontext(store) as store:
         ckpts = {c["name"]: c for c in store.checkpoints()}
         rows: dict[str, CheckpointRow] = {}
         for m in store.metrics():
@@ -98,23 +101,22 @@ def example_outcomes(run_dir: str | Path, checkpoint: str, outcome: str = "verba
     """Per-example 0/1 outcomes of one checkpoint, read from the store: {"members": (flags,
     lengths), "nonmembers": (...)}. `outcome` is a category ('verbatim', 'idea',
     'paraphrase', 'any') or 'exact_greedy_extractable'."""
-    from finemem.engine import load_run_checkpoints
-
-    hashes = {r.name: r.content_hash for r in load_run_checkpoints(run_dir)}
+    run = RunFolder(run_dir)
     out = {}
-    with Store(Path(run_dir) / "results.sqlite") as store:
+    with run.open_store() as store:
+        chash = run.hashes(store)[checkpoint]
         for split in ("members", "nonmembers"):
             key = "exact_greedy_extractable" if outcome == "exact_greedy_extractable" else "category"
-            vals = store.get_examples(hashes[checkpoint], f"{split}/{key}", "value")
-            lens = store.get_examples(hashes[checkpoint], f"{split}/length", "value")
+            vals = store.get_values(chash, split, key)
+            lens = store.get_values(chash, split, "length")
             ids = sorted(set(vals) & set(lens))
-            v = [json.loads(vals[i]) for i in ids]
+            v = [vals[i] for i in ids]
             if key == "category":
                 flags = [(x != "none") if outcome == "any" else (x == outcome) for x in v]
             else:
                 flags = [bool(x) for x in v]
             out[split] = (np.array(flags, dtype=float),
-                          np.array([json.loads(lens[i]) for i in ids], dtype=int))
+                          np.array([lens[i] for i in ids], dtype=int))
     return out
 
 

@@ -9,31 +9,29 @@ Usage:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
-from finemem.privacy import read_dp
+from finemem.run import RunFolder
+from finemem.run.privacy import read_dp
 
 
 def audit_rows(run_dir: str | Path) -> list[dict]:
     """One row per checkpoint and audit tier with a stored bound, in step order."""
-    from finemem.store import Store
-
-    path = Path(run_dir) / "results.sqlite"
-    if not path.is_file():
+    run = RunFolder(run_dir)
+    if not run.has_results():
         return []
     dp = read_dp(run_dir)
     eps = {k: v["epsilon"] for k, v in (dp or {}).get("checkpoints", {}).items()}
-    with Store(path) as store:
+    with run.open_store() as store:
         rows = store.metrics(split="canaries", name="epsilon_lower_bound")
-        order = {c["name"]: c["step"] for c in store.checkpoints()}
+        order = {c.name: c.step for c in store.checkpoints()}
     out = []
     for r in rows:
-        st = json.loads(r["setting"]) if r["setting"] else {}
-        step = order.get(r["checkpoint"], 0)
-        promised = eps.get(r["checkpoint"], 0.0 if dp is not None and step == 0 else None)
-        out.append({"checkpoint": r["checkpoint"], "step": step,
-                    "tier": st.get("tier"), "bound": r["value"], "n": r["n"],
+        st = r.settings
+        step = order.get(r.checkpoint, 0)
+        promised = eps.get(r.checkpoint, 0.0 if dp is not None and step == 0 else None)
+        out.append({"checkpoint": r.checkpoint, "step": step,
+                    "tier": st.get("tier"), "bound": r.value, "n": r.n,
                     "confidence": st.get("confidence"), "attack": st.get("attack"),
                     "delta": st.get("delta"), "promised": promised,
                     "dp": dp is not None})

@@ -15,34 +15,33 @@ n; a missing measurement is None and shows as "-".
 
 from __future__ import annotations
 
-import json
 import math
-import sqlite3
 from pathlib import Path
 
-from finemem.privacy import read_dp
+from finemem.run import RunFolder
+from finemem.run.privacy import read_dp
 
 FIELDS = ("test_ppl", "auc", "tpr_at_1pct", "member_extraction", "canary_extraction",
           "eps_lower_bound", "eps_promised", "train_seconds")
 
 
-def _get(metrics: list[dict], split: str, name: str, **want) -> dict | None:
+def _get(metrics: list, split: str, name: str, **want) -> dict | None:
     for m in metrics:
-        if m["split"] != split or m["name"] != name:
+        if m.split != split or m.name != name:
             continue
-        st = json.loads(m["setting"]) if m["setting"] else {}
+        st = m.settings
         if all(st.get(k) == v for k, v in want.items()):
-            return {"value": m["value"], "lo": m["lo"], "hi": m["hi"], "n": m["n"]}
+            return {"value": m.value, "lo": m.lo, "hi": m.hi, "n": m.n}
     return None
 
 
 def train_seconds(run_dir: Path) -> float | None:
     """Seconds from the first to the last logged optimizer step (None without a log)."""
-    path = Path(run_dir) / "results.sqlite"
-    if not path.is_file():
+    run = RunFolder(run_dir)
+    if not run.has_results():
         return None
-    with sqlite3.connect(path) as db:
-        lo, hi, n = db.execute("SELECT min(time), max(time), count(*) FROM train_log").fetchone()
+    with run.open_store() as store:
+        lo, hi, n = store.train_time_span()
     if not n or n < 2:
         return None
     return (hi - lo) * n / (n - 1)  # n steps span n - 1 gaps
@@ -50,13 +49,12 @@ def train_seconds(run_dir: Path) -> float | None:
 
 def tradeoff_row(run_dir, at: str = "final", label: str | None = None) -> dict:
     from finemem.analysis.compare import pick_checkpoint
-    from finemem.store import Store
 
     run_dir = Path(run_dir)
     ck = pick_checkpoint(run_dir, at)
-    with Store(run_dir / "results.sqlite") as store:
+    with RunFolder(run_dir).open_store() as store:
         ms = store.metrics(checkpoint=ck)
-        step = {c["name"]: c["step"] for c in store.checkpoints()}.get(ck, 0)
+        step = {c.name: c.step for c in store.checkpoints()}.get(ck, 0)
     dp = read_dp(run_dir)
     promised = None
     if dp is not None:
@@ -71,8 +69,8 @@ def tradeoff_row(run_dir, at: str = "final", label: str | None = None) -> dict:
             "member_extraction": _get(ms, "membership", "exact_greedy_extractable"),
             "canary_extraction": _get(ms, "canaries", "exact_greedy_extractable", tier=1),
             "eps_lower_bound": bound,
-            "eps_confidence": (json.loads(next(m["setting"] for m in ms if m["name"] ==
-                                               "epsilon_lower_bound")).get("confidence")
+            "eps_confidence": (next(m.settings for m in ms if m.name ==
+                                    "epsilon_lower_bound").get("confidence")
                                if bound else None),
             "eps_promised": promised, "dp_caveats": (dp or {}).get("caveats", []),
             "train_seconds": train_seconds(run_dir)}
@@ -81,13 +79,11 @@ def tradeoff_row(run_dir, at: str = "final", label: str | None = None) -> dict:
 def has_extraction(run_dir) -> bool:
     """Whether the run's store holds the extraction probe's per-example rows (what the
     relaxed comparison of `finemem compare` needs)."""
-    path = Path(run_dir) / "results.sqlite"
-    if not path.is_file():
+    run = RunFolder(run_dir)
+    if not run.has_results():
         return False
-    with sqlite3.connect(path) as db:
-        row = db.execute("SELECT 1 FROM example_results WHERE setting LIKE "
-                         "'members/embedding_cosine%' LIMIT 1").fetchone()
-    return row is not None
+    with run.open_store() as store:
+        return store.has_values("members", "embedding_cosine")
 
 
 def has_tradeoff(row: dict) -> bool:

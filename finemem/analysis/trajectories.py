@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finemem.errors import UserError
+from finemem.run import RunFolder
 
 SPLITS = ("membership", "canaries")
 
@@ -46,24 +47,24 @@ class Trajectory:
 def load_trajectories(run_dir: str | Path) -> tuple[list[dict], list[Trajectory]]:
     """(checkpoints, trajectories): the run's checkpoints in order (base first, those with
     stored per-example values) and one trajectory per audited example."""
-    from finemem import engine
     from finemem.data.duplication import read_manifest
-    from finemem.store import Store
 
-    run_dir = Path(run_dir)
-    if not (run_dir / "results.sqlite").is_file():
+    run = RunFolder(run_dir)
+    run_dir = run.path
+    if not run.has_results():
         raise UserError("no results store; run `finemem train` and `finemem audit RUN_DIR "
                         "--probes membership` first", source=str(run_dir))
-    refs = engine.load_run_checkpoints(run_dir)
     times = {}
     if (run_dir / "manifest.jsonl").is_file():
         times = {str(r["id"]): int(r["times_per_epoch"])
                  for r in read_manifest(run_dir / "manifest.jsonl")}
     ckpts: list[dict] = []
     per: dict[tuple[str, str], Trajectory] = {}
-    with Store(run_dir / "results.sqlite") as store:
-        for ref in refs:
-            got = {(sp, w): store.get_examples(ref.content_hash, f"{sp}/{w}", "value")
+    with run.open_store() as store:
+        for ref in run.checkpoints(store, merges=False):
+            if ref.content_hash is None:
+                continue  # the base, its hash never stored and its folder gone
+            got = {(sp, w): store.get_values(ref.content_hash, sp, w)
                    for sp in SPLITS for w in ("mean_nll", "exact_greedy_extractable")}
             if not any(got.values()):
                 continue
@@ -75,8 +76,8 @@ def load_trajectories(run_dir: str | Path) -> tuple[list[dict], list[Trajectory]
                     t = per.setdefault((sp, i), Trajectory(i, sp, times.get(i)))
                     t.nll += [math.nan] * (k - len(t.nll))
                     t.exact += [None] * (k - len(t.exact))
-                    t.nll.append(float(json.loads(nll[i])) if i in nll else math.nan)
-                    t.exact.append(bool(json.loads(ex[i])) if i in ex else None)
+                    t.nll.append(float(nll[i]) if i in nll else math.nan)
+                    t.exact.append(bool(ex[i]) if i in ex else None)
     if not per:
         raise UserError("no per-example results to trace; run `finemem audit RUN_DIR --probes "
                         "membership` (and `canaries` for a canary run) first",

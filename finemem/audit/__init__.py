@@ -19,7 +19,7 @@ def __getattr__(name: str):
 
         return audit_run
     if name in ("summarize", "RunSummary"):
-        from finemem.audit import summary
+        from finemem.analysis import summary
 
         return getattr(summary, name)
     raise AttributeError(name)

@@ -1,6 +1,7 @@
 """Glue between engine scores and `finemem.metrics.membership`, shared by the `membership` and
-`canaries` probes: every attack's per-example score from one scoring pass (plus the base's,
-cached), and the separation statistics with their intervals or refusals.
+`canaries` probes: every attack's per-example score from one scoring pass (and the base's,
+from `AuditContext.base_scores`), and the separation statistics with their intervals or
+refusals.
 
 Usage (inside a probe):
     s = attack_scores(["loss", "rmia"], scores, base_scores, texts, population=non_idx)
@@ -74,34 +75,3 @@ def separation(attack: str, s_mem, s_non, *, fprs: list[float], n_boot: int = 10
             out.append(("membership_tpr_at_fpr", {**base, "fpr": f},
                         Stat(tpr, int(m.size), tlo, thi)))
     return out
-
-
-def base_ref(ctx):
-    """The run's base model (step 0) as a checkpoint ref, looked up once per audit."""
-    from finemem import engine
-
-    if "base_ref" not in ctx._memo:
-        ctx._memo["base_ref"] = engine.load_run_checkpoints(ctx.run_dir)[0]
-    return ctx._memo["base_ref"]
-
-
-def base_scores(ctx, ref, model, examples: list, *, loss_on: str) -> list:
-    """The base model's scores of `examples`: `ref`'s own when it is the base; else the base
-    pass cached in the store (the audit loop visits step 0 first, so it is computed once),
-    or, when it is missing (a parallel audit reached this checkpoint first), the base loaded
-    through the engine and scored once."""
-    from finemem import engine
-
-    base = base_ref(ctx)
-    if ref.content_hash == base.content_hash:
-        return ctx.score(ref, model, examples, loss_on=loss_on)
-    ids = [str(e.id) for e in examples]
-    have = ctx.store.get_examples(base.content_hash, f"score:{loss_on}", "score", ids)
-    if len(have) == len(ids):
-        try:  # every row cached: the engine serves them without a model
-            return ctx.score(base, None, examples, loss_on=loss_on)
-        except AttributeError:  # a stale row (other tokens) needs the model after all
-            pass
-    for _, base_model in engine.iter_models(ctx.run_dir, refs=[base], dtype=ctx.cfg.dtype):
-        return ctx.score(base, base_model, examples, loss_on=loss_on)
-    raise RuntimeError("the base model could not be loaded")  # pragma: no cover

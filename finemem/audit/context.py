@@ -1,23 +1,32 @@
-"""What a probe sees of one audit: the run, its data, the engine and the store.
+"""What a probe sees of one audit: the run, its data, and the model calls it may make.
 
 Usage (inside a probe):
-    scores = ctx.score(ref, model, "test", examples, loss_on="completion")
+    scores = ctx.score(ref, model, examples, loss_on="completion")       # TokenScores each
     gens = ctx.generate(ref, model, examples, max_new_tokens=64)           # greedy, cached
+    stats = ctx.attention(ref, model, ids, pairs, prompt_lens=lens, setting="extract:32:32")
+    base = ctx.base_scores(ref, model, examples, loss_on="completion")    # the base model's
+    mem = ctx.members(n=200, seed=0)             # [(Example, times)], the training data read once
     ctx.put(ref, "test", "perplexity", 3.2, n=300, lo=3.1, hi=3.3)
     ctx.put(ref, "test", "distinct_fraction", 0.9, n=40, settings={"k": 8, "first_line": False})
+    ctx.put_examples(ref, "train", "mean_nll", ids, values)                # one number each
+    ctx.put_values(ref, "members", "generation", ids, texts)               # any JSON value
 
-Every score and generation goes through the engine's per-example cache in the results store,
-keyed by the checkpoint's content hash and the settings that change it: two probes that ask
-for the same greedy continuation get one, and an interrupted audit resumes. Metric names are
-registry names (`finemem.metrics.get_metric`); settings are stored beside the value as JSON.
+Every model call goes through the engine's per-example cache in the results store, keyed by
+the checkpoint's content hash and the settings that change it: two probes that ask for the
+same greedy continuation get one, an interrupted audit resumes, and under `accelerate launch`
+each process computes its share. Metric names are registry names
+(`finemem.metrics.get_metric`); settings are stored beside the value as JSON. The data a probe
+reads (eval sets, training data, members, non-members) is loaded once per audit for all
+probes.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
+
+import numpy as np
 
 from finemem import distributed as ddp
 from finemem import engine
@@ -25,12 +34,8 @@ from finemem.config import RunConfig
 from finemem.data.example import Example
 from finemem.data.format import encode, encode_prompt
 from finemem.metrics.registry import get_metric
-from finemem.store import Store
-
-
-def setting_key(**settings) -> str:
-    """Settings stored beside a metric value: canonical JSON, '' for none."""
-    return json.dumps(settings, sort_keys=True) if settings else ""
+from finemem.run import RunFolder
+from finemem.store import Store, setting_key  # noqa: F401 (setting_key: re-exported)
 
 
 @dataclass
@@ -40,34 +45,71 @@ class AuditContext:
     tokenizer: object
     store: Store
     phase: Callable[[str], None] = field(default=lambda what: None)
-    _memo: dict = field(default_factory=dict, repr=False)
+    _loaded: dict = field(default_factory=dict, repr=False)
+
+    def once(self, key, load: Callable[[], object]):
+        """`load()` the first time `key` is asked for in this audit, the same object after:
+        for data several probes prepare from (e.g. the extraction items the attention probe
+        shares)."""
+        if key not in self._loaded:
+            self._loaded[key] = load()
+        return self._loaded[key]
 
     # data ------------------------------------------------------------------------------
     def eval_sets(self, extractor: str = "auto", answer_regex: str | None = None) -> dict:
         """The run's eval sets, loaded once per (extractor, regex) for all probes."""
         from finemem.audit.evalsets import eval_sets
 
-        key = ("eval", extractor, answer_regex)
-        if key not in self._memo:
-            self._memo[key] = eval_sets(self.cfg, self.tokenizer, extractor=extractor,
-                                        answer_regex=answer_regex,
-                                        config_source=str(self.run_dir / "config.yaml"))
-        return self._memo[key]
+        return self.once(("eval", extractor, answer_regex), lambda: eval_sets(
+            self.cfg, self.tokenizer, extractor=extractor, answer_regex=answer_regex,
+            config_source=str(RunFolder(self.run_dir).config_file)))
 
     def train_sample(self, n: int) -> list[Example]:
+        """The first n training examples, as trained."""
         from finemem.audit.evalsets import train_sample
 
-        key = ("train", n)
-        if key not in self._memo:
-            self._memo[key] = train_sample(self.cfg, n, self.tokenizer)
-        return self._memo[key]
+        return self.once(("train", n), lambda: train_sample(self.cfg, n, self.tokenizer))
+
+    def train_examples(self) -> list[Example]:
+        """Every training example, as trained (after a hold-out, before duplication)."""
+        from finemem.data.loaders import load_examples
+
+        return self.once("train-all", lambda: load_examples(self.cfg.data.train,
+                                                            tokenizer=self.tokenizer))
+
+    def members(self, *, n: int | None = None, seed: int = 0) -> list[tuple[Example, int]]:
+        """Up to n training examples with the times each was seen per epoch
+        (`finemem.audit.members.members`), from the training data read once."""
+        from finemem.audit.members import members
+
+        return self.once(("members", n, seed), lambda: members(
+            self.run_dir, self.cfg, n=n, seed=seed, train=self.train_examples()))
+
+    def nonmembers(self, *, n: int | None = None, seed: int = 0,
+                   members: list[Example] | None = None) -> list[Example]:
+        """Up to n examples the run never trained on (`finemem.audit.members.nonmembers`),
+        checked against `members` (default: every member); their source is read once."""
+        from finemem.audit.members import nonmember_source, nonmembers
+        from finemem.data.loaders import load_examples
+
+        pool = self.once("nonmember-pool", lambda: load_examples(
+            nonmember_source(self.cfg)[0], tokenizer=self.tokenizer))
+        if members is None:
+            members = [e for e, _ in self.members()]
+        return nonmembers(self.cfg, n=n, seed=seed, members=members, pool=pool)
+
+    def dp_record(self) -> dict | None:
+        """The run's DP-SGD record (RUN_DIR/dp.json, `finemem.run.privacy`), read once; None
+        for a run trained without training.dp."""
+        from finemem.run.privacy import read_dp
+
+        return self.once("dp", lambda: read_dp(self.run_dir))
 
     def overlap_warnings(self) -> list[str]:
         """One line per eval set that shares examples or prompts with the training data."""
         from finemem.audit.evalsets import overlap_warning
-        from finemem.data.loaders import load_examples
 
-        train = load_examples(self.cfg.data.train, tokenizer=self.tokenizer)
+        train = self.train_examples()
         found = (overlap_warning(name, s.examples, train) for name, s in self.eval_sets().items())
         return [w for w in found if w]
 
@@ -77,19 +119,73 @@ class AuditContext:
         with loss_on='all'), as trained: one `TokenScores` per example."""
         pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.cfg.data.max_length)
                  for ex in examples]
-        return engine.score_cached(self.store, ref.content_hash, f"score:{loss_on}", model,
-                                   [ex.id for ex in examples],
-                                   [(p.context, p.target) for p in pairs])
+        return self.score_tokens(ref, model, [ex.id for ex in examples],
+                                 [(p.context, p.target) for p in pairs],
+                                 setting=_score_setting(loss_on))
+
+    def score_tokens(self, ref, model, ids: list[str], pairs: list[tuple[list, list]], *,
+                     setting: str):
+        """Teacher-forced scores of token pairs (context, target) a probe cut itself;
+        `setting` names how it cut them (part of the cache key)."""
+        return engine.score_cached(self.store, ref.content_hash, setting, model, ids, pairs)
 
     def generate(self, ref, model, examples: list[Example], *, max_new_tokens: int, n: int = 1,
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0):
         """Continuations of each example's prompt (greedy, or n seeded samples; seeds come
         from the example ids, so they do not depend on batching)."""
         prompts = [encode_prompt(self.tokenizer, ex.prompt) for ex in examples]
-        return engine.generate_cached(self.store, ref.content_hash, "prompt", model,
-                                      self.tokenizer, [ex.id for ex in examples], prompts,
-                                      max_new_tokens=max_new_tokens, n=n, do_sample=do_sample,
-                                      temperature=temperature, top_p=top_p)
+        return self.generate_tokens(ref, model, [ex.id for ex in examples], prompts,
+                                    setting="prompt", max_new_tokens=max_new_tokens, n=n,
+                                    do_sample=do_sample, temperature=temperature, top_p=top_p)
+
+    def generate_tokens(self, ref, model, ids: list[str], prompts: list[list[int]], *,
+                        setting: str, **kw):
+        """Continuations of token prompts a probe cut itself (`engine.generate_cached`
+        options in `kw`)."""
+        return engine.generate_cached(self.store, ref.content_hash, setting, model,
+                                      self.tokenizer, ids, prompts, **kw)
+
+    def attention(self, ref, model, ids: list[str], pairs: list[tuple[list, list]], *,
+                  prompt_lens: list[int], setting: str) -> list[np.ndarray]:
+        """Per pair, the (layers, heads, 3) attention statistics of `engine.attention`."""
+        return engine.attention_cached(self.store, ref.content_hash, setting, model, ids, pairs,
+                                       prompt_lens=prompt_lens)
+
+    def base_ref(self):
+        """The run's base model (step 0) as a checkpoint ref, looked up once per audit."""
+        return self.once("base_ref", lambda: engine.load_run_checkpoints(
+            self.run_dir, store=self.store)[0])
+
+    def base_scores(self, ref, model, examples: list[Example], *, loss_on: str) -> list:
+        """The base model's scores of `examples`: `ref`'s own when it is the base; else the
+        base pass cached in the store (the audit loop visits step 0 first, so it is computed
+        once), or, when it is missing (a parallel audit reached this checkpoint first), the
+        base loaded through the engine and scored once."""
+        base = self.base_ref()
+        if ref.content_hash == base.content_hash:
+            return self.score(ref, model, examples, loss_on=loss_on)
+        ids = [str(e.id) for e in examples]
+        have = self.store.get_examples(base.content_hash, _score_setting(loss_on), "score", ids)
+        if len(have) == len(ids):
+            try:  # every row cached: the engine serves them without a model
+                return self.score(base, None, examples, loss_on=loss_on)
+            except AttributeError:  # a stale row (other tokens) needs the model after all
+                pass
+        for _, base_model in engine.iter_models(self.run_dir, refs=[base], dtype=self.cfg.dtype):
+            return self.score(base, base_model, examples, loss_on=loss_on)
+        raise RuntimeError("the base model could not be loaded")  # pragma: no cover
+
+    def embeddings(self, space: str, keys: list[str], compute) -> dict[str, np.ndarray]:
+        """{key: float32 vector} for `keys` in the vector space `space` (e.g. an encoder's
+        name): read from the store, the missing ones `compute(missing_keys)` (an (n, d)
+        array) and stored, so a rerun reads the same vectors."""
+        got = self.store.get_vectors(space, keys)
+        missing = [k for k in keys if k not in got]
+        if missing:
+            vecs = np.asarray(compute(missing), dtype=np.float32)
+            self.store.put_vectors(space, zip(missing, vecs))
+            got.update(zip(missing, vecs))
+        return got
 
     # results ---------------------------------------------------------------------------
     def put(self, ref, split: str, name: str, value: float, *, n: int | None = None,
@@ -105,14 +201,22 @@ class AuditContext:
 
     def put_examples(self, ref, split: str, name: str, ids: list[str], values,
                      **settings) -> None:
-        """Store one value per example (e.g. each test example's NLL) for later analyses."""
+        """Store one number per example (e.g. each test example's NLL) for later analyses;
+        `name` must be a registered metric."""
         get_metric(name)
-        # every rank writes these (the same rows): a later probe on each rank reads them back
-        key = f"{split}/{name}" + (f"|{setting_key(**settings)}" if settings else "")
-        self.store.put_examples((ref.content_hash, str(i), key, "value", json.dumps(float(v)))
-                                for i, v in zip(ids, values))
+        self.put_values(ref, split, name, ids, [float(v) for v in values], **settings)
 
-    def get_examples(self, ref, split: str, name: str, **settings) -> dict[str, float]:
-        key = f"{split}/{name}" + (f"|{setting_key(**settings)}" if settings else "")
-        return {i: json.loads(v) for i, v in
-                self.store.get_examples(ref.content_hash, key, "value").items()}
+    def put_values(self, ref, split: str, name: str, ids: list[str], values,
+                   **settings) -> None:
+        """Store one JSON value per example (a number, a text, a list), e.g. a generation."""
+        # every rank writes these (the same rows): a later probe on each rank reads them back
+        self.store.put_values(ref.content_hash, split, name, [str(i) for i in ids], values,
+                              settings or None)
+
+    def get_examples(self, ref, split: str, name: str, **settings) -> dict:
+        """{example id: value} stored with `put_examples` / `put_values` ({} when none)."""
+        return self.store.get_values(ref.content_hash, split, name, settings or None)
+
+
+def _score_setting(loss_on: str) -> str:
+    return f"score:{loss_on}"

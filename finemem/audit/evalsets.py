@@ -182,6 +182,11 @@ def check_extractor(extractor: str, answer_regex: str | None = None) -> None:
     if extractor == "regex" and not answer_regex:
         raise UserError("answer_extractor 'regex' needs answer_regex, e.g. 'answer is (\\S+)'",
                         field="answer_regex")
+    if extractor == "regex":  # the metric's ValueError on a bad pattern, at the door
+        try:
+            extract_answer("", method="regex", pattern=answer_regex)
+        except ValueError as e:
+            raise UserError(str(e), field="answer_regex") from None
 
 
 def audit_extractor(cfg: RunConfig) -> tuple[str, str | None]:

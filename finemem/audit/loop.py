@@ -19,19 +19,15 @@ from finemem import distributed as ddp
 from finemem import engine, faults
 from finemem.audit.context import AuditContext
 from finemem.audit.probes import get_probe, resolve_probes
-from finemem.config import AuditConfig, RunConfig, load_config
+from finemem.config import AuditConfig, RunConfig
 from finemem.errors import UserError
-from finemem.models.load import load_tokenizer, pick_device
-from finemem.store import Store
-from finemem.train.loop import quiet_hf
+from finemem.models.load import load_tokenizer, pick_device, quiet_hf
+from finemem.run import RunFolder
 
 
 def open_run(run_dir: str | Path) -> RunConfig:
-    run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise UserError("not a finemem run folder (no config.yaml); train it first with "
-                        "`finemem train`", source=str(run_dir))
-    return load_config(run_dir / "config.yaml")
+    """The run's config (`RunFolder.config`)."""
+    return RunFolder(run_dir).config
 
 
 def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
@@ -58,9 +54,11 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     try:
         for w in ctx.overlap_warnings() if ddp.is_main() else ():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
-        refs = [r for r in engine.load_run_checkpoints(run_dir) + engine.list_merges(run_dir)
-                if _todo(ctx, active, keys, r)]
+        every = engine.load_run_checkpoints(run_dir, store=ctx.store)
+        refs = [r for r in every + engine.list_merges(run_dir) if _todo(ctx, active, keys, r)]
         _check_refs(cfg, refs)
+        if ddp.is_main():  # checked: the base's hash is stored for readers without the model
+            RunFolder(run_dir).record_base_hash(ctx.store, every[0].base_model)
         ddp.barrier()  # launched: every rank has its list before the main one marks any done
         if len(refs) > 1 and workers > 1:
             _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress)
@@ -73,9 +71,10 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
 
 def _open(run_dir: Path, cfg: RunConfig, acfg: AuditConfig, names: list[str]):
     """The audit's context and its prepared probes with their done-keys."""
-    store = Store(run_dir / "results.sqlite")
+    run = RunFolder(run_dir)
+    store = run.open_store()
     try:
-        ctx = AuditContext(run_dir, cfg, load_tokenizer(str(run_dir / "tokenizer")), store)
+        ctx = AuditContext(run_dir, cfg, load_tokenizer(str(run.tokenizer_dir)), store)
         active = [get_probe(n)(acfg.section(n)) for n in names]
         for p in active:
             p.prepare(ctx)
@@ -88,9 +87,8 @@ def _open(run_dir: Path, cfg: RunConfig, acfg: AuditConfig, names: list[str]):
 def _check_refs(cfg: RunConfig, refs) -> None:
     """Before anything is written: every checkpoint to audit has readable weight files and was
     trained on this run's base model (an adapter copied in from another run is refused)."""
-    from finemem.engine.checkpoints import base_content_hash
     from finemem.models.load import resolve_model
-    from finemem.train.checkpoint import check_weights
+    from finemem.run.checkpoints import base_content_hash, check_weights
 
     want = None
     for r in refs:

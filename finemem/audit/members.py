@@ -1,9 +1,9 @@
 """Members (trained on) and non-members (never trained on) of a run, for the probes that
 compare the two: extraction, membership inference, canaries.
 
-Usage (inside a probe's prepare):
-    mem = members(ctx.run_dir, ctx.cfg, ctx.tokenizer, n=200)        # [(Example, times)]
-    non = nonmembers(ctx.cfg, ctx.tokenizer, n=200, members=[e for e, _ in mem])
+Usage (a probe asks its context, which reads the training data once per audit):
+    mem = ctx.members(n=200, seed=0)          # [(Example, times)]
+    non = ctx.nonmembers(n=200, seed=0)       # checked against every member
 
 Members come from the run's manifest (every distinct training example, with how often it was
 seen per epoch), as trained: after a hold-out, before duplication. Non-members come from
@@ -31,10 +31,11 @@ def seeded_sample(items: list, n: int | None, seed: int) -> list:
 
 
 def members(run_dir: str | Path, cfg, tokenizer=None, *, n: int | None = None,
-            seed: int = 0) -> list[tuple[Example, int]]:
+            seed: int = 0, train: list[Example] | None = None) -> list[tuple[Example, int]]:
     """Up to n training examples of the run with the times each was seen per epoch (from
-    manifest.jsonl), a seeded sample in training order. Raises `UserError` when the run has
-    no manifest."""
+    manifest.jsonl), a seeded sample in training order. `train`: the training examples as
+    trained, when the caller has them (else read from `cfg.data.train`). Raises `UserError`
+    when the run has no manifest."""
     from finemem.data.loaders import load_examples
 
     path = Path(run_dir) / "manifest.jsonl"
@@ -43,27 +44,39 @@ def members(run_dir: str | Path, cfg, tokenizer=None, *, n: int | None = None,
                         "train it with `finemem train`", source=str(run_dir))
     times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)
              if int(r["times_per_epoch"]) > 0}  # a row dedup removed wholly was not trained on
-    train = [ex for ex in load_examples(cfg.data.train, tokenizer=tokenizer)
-             if str(ex.id) in times]
+    if train is None:
+        train = load_examples(cfg.data.train, tokenizer=tokenizer)
+    train = [ex for ex in train if str(ex.id) in times]
     return [(ex, times[str(ex.id)]) for ex in seeded_sample(train, n, seed)]
 
 
-def nonmembers(cfg, tokenizer=None, *, n: int | None = None, seed: int = 0,
-               members: list[Example] | None = None) -> list[Example]:
-    """Up to n examples the run never trained on: `audit.nonmembers` if set, else the "test"
-    eval set. With `members`, refuses (UserError naming the ids) any that is also a member."""
+def nonmember_source(cfg):
+    """(data source, config field) of the non-members: `audit.nonmembers` if set, else the
+    "test" eval set."""
     from finemem.audit.evalsets import eval_sources
-    from finemem.data.loaders import load_examples
 
     src = getattr(cfg.audit, "nonmembers", None)
-    field = "audit.nonmembers"
-    if src is None:
-        sources = eval_sources(cfg)
-        if "test" not in sources:
-            raise UserError("no non-members: set audit.nonmembers (a data source the run never "
-                            "trained on) or data.eval.test", field="audit.nonmembers")
-        src, field = sources["test"][0], "data.eval.test"
-    examples = seeded_sample(load_examples(src, tokenizer=tokenizer), n, seed)
+    if src is not None:
+        return src, "audit.nonmembers"
+    sources = eval_sources(cfg)
+    if "test" not in sources:
+        raise UserError("no non-members: set audit.nonmembers (a data source the run never "
+                        "trained on) or data.eval.test", field="audit.nonmembers")
+    return sources["test"][0], "data.eval.test"
+
+
+def nonmembers(cfg, tokenizer=None, *, n: int | None = None, seed: int = 0,
+               members: list[Example] | None = None,
+               pool: list[Example] | None = None) -> list[Example]:
+    """Up to n examples the run never trained on: `audit.nonmembers` if set, else the "test"
+    eval set (`pool`: that source's examples, when the caller has read them). With `members`,
+    refuses (UserError naming the ids) any that is also a member."""
+    from finemem.data.loaders import load_examples
+
+    src, field = nonmember_source(cfg)
+    if pool is None:
+        pool = load_examples(src, tokenizer=tokenizer)
+    examples = seeded_sample(pool, n, seed)
     if not examples:
         raise UserError("the non-member set is empty", source=src.source, field=field)
     if members is not None:

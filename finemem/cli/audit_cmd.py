@@ -54,11 +54,11 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"--set {bad[0]}: finemem audit changes audit.* settings only "
                                 "(the run's training settings are fixed)", field="--set")
             acfg = load_config(Path(run_dir) / "config.yaml", overrides=sets).resolved().audit
-        audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
+        ran = audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
         if not ddp.is_main():  # under `accelerate launch`: one stage table
             return
         if not quiet:
-            _show(run_dir)
+            _show(run_dir, names or ran)
         _incomplete(run_dir)
 
     @app.command("probes")
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
 
         Example: finemem merge runs/demo/checkpoints/step-000100
         runs/demo/checkpoints/step-000400"""
-        from finemem.audit.merging import merge_run_checkpoints
+        from finemem.models.merging import merge_run_checkpoints
 
         path = merge_run_checkpoints(ckpt_a, ckpt_b, alpha=alpha, out=out)
         typer.echo(f"wrote {path}")
@@ -116,28 +116,11 @@ def _incomplete(run_dir: Path) -> None:
         typer.echo(f"warning: {note}", err=True)
 
 
-def _show(run_dir: Path) -> None:
-    from finemem.audit import summarize
-    from finemem.report.extraction_table import print_extraction
-    from finemem.report.plots import write_plots
-    from finemem.report.tables import print_summary
-    from finemem.store import Store
+def _show(run_dir: Path, probes: list[str]) -> None:
+    """Each probe's headline in the terminal: the sections that registered one for it
+    (`finemem.report.sections`: the stage table for likelihood / overmem, the membership
+    table, the canaries per tier, the relaxed threshold curve, extraction, attention, the
+    privacy audit beside the promised epsilon)."""
+    from finemem.report.sections import print_probe_summaries
 
-    if print_extraction(run_dir):
-        from finemem.analysis.compare import relaxed_summary
-
-        line = relaxed_summary(run_dir)
-        if line:
-            typer.echo(line)
-        typer.echo("")
-    with Store(Path(run_dir) / "results.sqlite") as store:
-        if not store.metrics(split="test", name="perplexity"):
-            return  # no likelihood results: no stage table
-    s = summarize(run_dir)
-    print_summary(s)
-    typer.echo(f"plots: {write_plots(s, Path(run_dir) / 'report')}")
-    from finemem.analysis.privacy import audit_lines, dp_line  # issue 21 hook
-
-    for line in [dp_line(run_dir), *audit_lines(run_dir)]:
-        if line:
-            typer.echo(line)
+    print_probe_summaries(run_dir, probes)

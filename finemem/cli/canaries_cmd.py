@@ -97,50 +97,27 @@ def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC 
 
     Example: finemem canaries show runs/my-run"""
     from rich.console import Console
-    from rich.table import Table
 
-    from finemem.audit.summary import parse_setting
     from finemem.data.canaries import read_canaries
     from finemem.errors import UserError
-    from finemem.store import Store
+    from finemem.report.sections import RunData
+    from finemem.report.sections.canaries import canary_grid
+    from finemem.report.tables import print_grid
+    from finemem.run import RunFolder
 
     cans = read_canaries(run_dir)
     n_twins = sum(not c.inserted for c in cans)
-    if not (Path(run_dir) / "results.sqlite").is_file():
+    if not RunFolder(run_dir).has_results():
         raise UserError("no results store; run `finemem audit` first", source=str(run_dir))
-    with Store(Path(run_dir) / "results.sqlite") as store:
-        rows = store.metrics(split="canaries")
-        order = {c["name"]: c["step"] for c in store.checkpoints()}
-    if not rows:
+    run = RunData.open(run_dir)
+    try:
+        grid = canary_grid(run, attack, n_twins=n_twins)
+    finally:
+        run.close()
+    if grid is None:
         raise UserError("no canary results; run `finemem audit RUN_DIR --probes canaries`",
                         source=str(run_dir))
-    cell: dict = {}
-    for r in rows:
-        st = parse_setting(r["setting"])
-        if r["name"] == "exposure" and st.get("family") != "all":
-            continue
-        if r["name"] in ("membership_auc", "membership_tpr_at_fpr") and (
-                st.get("attack") != attack or st.get("fpr", 0.01) != 0.01):
-            continue
-        cell[(r["checkpoint"], st["tier"], r["name"])] = r
-    t = Table(title=f"canaries ({n_twins} twins; {attack} attack; 95% intervals)",
-              show_edge=False)
-    for col in ("checkpoint", "tier", "exposure (bits)", "extracted", "AUC", "TPR @ 1% FPR"):
-        t.add_column(col, justify="left" if col == "checkpoint" else "right")
-
-    def fmt(r, d=3):
-        if r is None:
-            return "-"
-        return f"{r['value']:.{d}f} [{r['lo']:.{d - 1}f}, {r['hi']:.{d - 1}f}]"
-
-    keys = sorted({(k[0], k[1]) for k in cell}, key=lambda k: (order.get(k[0], 0), k[1]))
-    for ck, tier in keys:
-        tpr = cell.get((ck, tier, "membership_tpr_at_fpr"))
-        t.add_row(ck, f"{tier}x", fmt(cell.get((ck, tier, "exposure")), 2),
-                  fmt(cell.get((ck, tier, "exact_greedy_extractable"))),
-                  fmt(cell.get((ck, tier, "membership_auc"))),
-                  fmt(tpr) if tpr else f"refused (needs >= 100 twins, has {n_twins})")
-    Console().print(t)
+    print_grid(grid, Console())
     from finemem.analysis.privacy import audit_rows  # issue 21 hook: the privacy audit
 
     for r in audit_rows(run_dir):

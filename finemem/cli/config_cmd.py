@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from importlib import resources
 
 import typer
 
@@ -10,7 +9,10 @@ from finemem.config import load_config
 
 
 def example_yaml() -> str:
-    return resources.files("finemem.configs").joinpath("example.yaml").read_text("utf-8")
+    """The example config, generated from the config models (finemem.cli.config_example)."""
+    from finemem.cli.config_example import example_yaml as generate
+
+    return generate()
 
 
 def register(app: typer.Typer) -> None:

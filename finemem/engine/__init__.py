@@ -12,14 +12,15 @@ Usage:
   * `generate`: batched, KV-cached greedy and seeded sampling -> `Generation`s;
   * `load_run_checkpoints` / `iter_models`: the base (step 0) and every checkpoint of a run,
     swapping LoRA adapters or heads instead of reloading;
-  * `score_cached` / `generate_cached`: the same, cached per example in the results store.
+  * `score_cached` / `generate_cached` / `attention_cached`: the same (and the attention
+    statistics of `engine.attention`), cached per example in the results store.
 """
 
-from finemem.engine.cache import generate_cached, id_seed, score_cached
+from finemem.engine.cache import attention_cached, generate_cached, id_seed, score_cached
 from finemem.engine.checkpoints import (CheckpointRef, iter_models, list_merges,
                                         load_run_checkpoints)
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
 
-__all__ = ["CheckpointRef", "Generation", "TokenScores", "generate", "generate_cached",
+__all__ = ["CheckpointRef", "attention_cached", "Generation", "TokenScores", "generate", "generate_cached",
            "id_seed", "iter_models", "list_merges", "load_run_checkpoints", "score", "score_cached"]

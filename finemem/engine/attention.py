@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from finemem.engine.score import _device, plan_batches
+from finemem.metrics.attention import STATS  # noqa: F401 (the names of the last axis)
 
-STATS = ("entropy", "max_weight", "prompt_mass")
 _CPU_TOKENS = 1024  # attention maps grow with the square of the length: smaller batches
 
 

@@ -6,7 +6,7 @@ Usage:
                            max_new_tokens=64)
 
 Rows live in ``Store.example_results`` keyed by (checkpoint content hash, example id, setting,
-kind). ``kind`` is "score" or "gen"; for generations the setting is extended with every
+kind). ``kind`` is "score", "gen" or "attention"; for generations the setting is extended with every
 generation option that changes the output. Each row also records a CRC of the example's tokens
 (and its seed), so an example id whose tokens changed is recomputed rather than served stale.
 Work is done and written in chunks of ``chunk`` examples: an interrupted call loses at most
@@ -28,12 +28,16 @@ import numpy as np
 
 from finemem import distributed as ddp
 from finemem import faults
+from finemem.engine.attention import attention_stats
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
 from finemem.errors import UserError
+from finemem.store import decode_generations, encode_generations
 
 _HDR = struct.Struct("<4sIBI")
 _MAGIC = b"FMS1"
+_ATT = struct.Struct("<4sIIII")
+_ATT_MAGIC = b"FMA1"
 
 
 def _crc(*seqs) -> int:
@@ -79,6 +83,40 @@ def _check_ids(example_ids, items, what: str) -> list[str]:
     return ids
 
 
+def _cached(store, ckpt_hash: str, key: str, kind: str, ids: list[str], crcs: list[int], *,
+            compute, pack, unpack, chunk: int, point: str,
+            usable=lambda value: True) -> list:
+    """The per-example cache every engine call goes through: read the rows of `ids`, keep
+    those whose CRC matches (and that are `usable`), compute the missing ones in chunks
+    (`compute(indices) -> values`; under a launcher each rank computes its share), write each
+    chunk in one transaction, and gather the other ranks' rows from the store.
+    `pack(value, crc) -> row`, `unpack(row) -> (value, crc)`; `point` is the fault point
+    passed after each chunk is computed (finemem.faults)."""
+    out: list = [None] * len(ids)
+    cached = store.get_examples(ckpt_hash, key, kind, ids)
+    for i, eid in enumerate(ids):
+        if eid in cached:
+            value, crc = unpack(cached[eid])
+            if crc == crcs[i] and usable(value):
+                out[i] = value
+    missing = [i for i, v in enumerate(out) if v is None]
+    ddp.barrier()  # launched: every rank has read the cache before any rank writes to it
+    mine = ddp.shard(missing)  # launched: this rank's examples; alone: all of them
+    for start in range(0, len(mine), chunk):
+        part = mine[start:start + chunk]
+        new = compute(part)
+        faults.point(point)
+        store.put_examples((ckpt_hash, ids[i], key, kind, pack(v, crcs[i]))
+                           for i, v in zip(part, new))
+        for i, v in zip(part, new):
+            out[i] = v
+    if ddp.active() and missing:  # the gather: the other ranks' rows, from the store
+        ddp.barrier()
+        for i, row in _gathered(store, ckpt_hash, key, kind, ids, missing, out).items():
+            out[i] = unpack(row)[0]
+    return out
+
+
 def score_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
                  pairs: list[tuple[list[int], list[int]]], *, chunk: int = 1024,
                  **kw) -> list[TokenScores]:
@@ -90,31 +128,10 @@ def score_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
     """
     ids = _check_ids(example_ids, pairs, "score_cached")
     need_stats = kw.get("min_k_stats", True)
-    crcs = [_crc(c, t) for c, t in pairs]
-    out: list[TokenScores | None] = [None] * len(ids)
-    cached = store.get_examples(ckpt_hash, setting, "score", ids)
-    for i, eid in enumerate(ids):
-        if eid in cached:
-            s, crc = unpack_scores(cached[eid])
-            if crc == crcs[i] and (s.mu is not None or not need_stats):
-                out[i] = s
-    missing = [i for i, s in enumerate(out) if s is None]
-    ddp.barrier()  # launched: every rank has read the cache before any rank writes to it
-    mine = ddp.shard(missing)  # launched: this rank's examples; alone: all of them
-    for start in range(0, len(mine), chunk):
-        part = mine[start:start + chunk]
-        new = score(model, [pairs[i] for i in part], **kw)
-        faults.point("score")
-        store.put_examples((ckpt_hash, ids[i], setting, "score", pack_scores(s, crcs[i]))
-                           for i, s in zip(part, new))
-        for i, s in zip(part, new):
-            out[i] = s
-    if ddp.active() and missing:  # the gather: the other ranks' rows, from the store
-        ddp.barrier()
-        got = _gathered(store, ckpt_hash, setting, "score", ids, missing, out)
-        for i in got:
-            out[i] = unpack_scores(got[i])[0]
-    return out  # type: ignore[return-value]
+    return _cached(store, ckpt_hash, setting, "score", ids, [_crc(c, t) for c, t in pairs],
+                   compute=lambda part: score(model, [pairs[i] for i in part], **kw),
+                   pack=pack_scores, unpack=unpack_scores, chunk=chunk, point="score",
+                   usable=lambda s: s.mu is not None or not need_stats)
 
 
 def _gathered(store, ckpt_hash: str, setting: str, kind: str, ids: list[str],
@@ -146,6 +163,11 @@ def _gen_setting(setting: str, kw: dict) -> str:
                                               ).hexdigest()[:12]
 
 
+def _unpack_gens(blob) -> tuple[list[Generation], int]:
+    crc, gens = decode_generations(blob)
+    return [Generation(*g) for g in gens], crc
+
+
 def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, example_ids: list,
                     prompts: list[list[int]], *, seeds: list[int] | None = None,
                     chunk: int = 256, **kw) -> list[list[Generation]]:
@@ -160,35 +182,37 @@ def generate_cached(store, ckpt_hash: str, setting: str, model, tokenizer, examp
     seeds = [id_seed(i) for i in ids] if seeds is None else [int(s) for s in seeds]
     if len(seeds) != len(ids):
         raise UserError(f"generate_cached: got {len(seeds)} seeds for {len(ids)} prompts")
-    key = _gen_setting(setting, kw)
     sampled = bool(kw.get("do_sample", False))
     crcs = [_crc(p, [s if sampled else 0]) for p, s in zip(prompts, seeds)]
-    out: list[list[Generation] | None] = [None] * len(ids)
-    pos = {e: i for i, e in enumerate(ids)}
-    for eid, blob in store.get_examples(ckpt_hash, key, "gen", ids).items():
-        row, i = json.loads(blob), pos[eid]
-        if row["crc"] == crcs[i]:
-            out[i] = [Generation(g[0], g[1], g[2], g[3], g[4]) for g in row["gens"]]
-    missing = [i for i, g in enumerate(out) if g is None]
-    ddp.barrier()  # launched: every rank has read the cache before any rank writes to it
-    mine = ddp.shard(missing)  # launched: this rank's examples; alone: all of them
-    for start in range(0, len(mine), chunk):
-        part = mine[start:start + chunk]
-        new = generate(model, tokenizer, [prompts[i] for i in part],
-                       seeds=[seeds[i] for i in part], **kw)
-        faults.point("generate")
-        rows = []
-        for i, gs in zip(part, new):
-            out[i] = gs
-            gens = [[g.token_ids, g.text, g.finish_reason, g.first_token_entropy, g.seed]
-                    for g in gs]
-            rows.append((ckpt_hash, ids[i], key, "gen", json.dumps({"crc": crcs[i],
-                                                                     "gens": gens})))
-        store.put_examples(rows)
-    if ddp.active() and missing:  # the gather: the other ranks' rows, from the store
-        ddp.barrier()
-        for i, blob in _gathered(store, ckpt_hash, key, "gen", ids, missing, out).items():
-            out[i] = [Generation(g[0], g[1], g[2], g[3], g[4])
-                      for g in json.loads(blob)["gens"]]
-    return out  # type: ignore[return-value]
+    return _cached(store, ckpt_hash, _gen_setting(setting, kw), "gen", ids, crcs,
+                   compute=lambda part: generate(model, tokenizer, [prompts[i] for i in part],
+                                                 seeds=[seeds[i] for i in part], **kw),
+                   pack=lambda gs, crc: encode_generations(crc, gs), unpack=_unpack_gens,
+                   chunk=chunk, point="generate")
 
+
+def _pack_attention(a: np.ndarray, crc: int) -> bytes:
+    return _ATT.pack(_ATT_MAGIC, *a.shape, crc) + a.astype("<f4").tobytes()
+
+
+def _unpack_attention(data: bytes) -> tuple[np.ndarray, int]:
+    magic, layers, heads, stats, crc = _ATT.unpack_from(data)
+    if magic != _ATT_MAGIC:
+        raise ValueError("not a finemem attention row")
+    arr = np.frombuffer(data, "<f4", layers * heads * stats, _ATT.size)
+    return arr.reshape(layers, heads, stats).astype(np.float32), crc
+
+
+def attention_cached(store, ckpt_hash: str, setting: str, model, example_ids: list,
+                     pairs: list[tuple[list[int], list[int]]], *, prompt_lens: list[int],
+                     chunk: int = 1024) -> list[np.ndarray]:
+    """`attention_stats` with per-example results read from / written to the results store
+    (binary float32 rows, header ``<4sIIII``: magic b"FMA1", layers, heads, stats, crc)."""
+    ids = _check_ids(example_ids, pairs, "attention_cached")
+    crcs = [_crc(c, t, [p]) for (c, t), p in zip(pairs, prompt_lens)]
+    return _cached(store, ckpt_hash, setting, "attention", ids, crcs,
+                   compute=lambda part: attention_stats(model, [pairs[i] for i in part],
+                                                        prompt_lens=[prompt_lens[i]
+                                                                     for i in part]),
+                   pack=_pack_attention, unpack=_unpack_attention, chunk=chunk,
+                   point="score")

@@ -16,8 +16,9 @@ Per kind of run:
     Full refs (e.g. merged checkpoints) may also sit among lora or head refs.
 
 Each ref carries the sha256 ``content_hash`` of its weight files (the results-store cache key).
-The base's hash is computed over its *.safetensors files once and remembered in
-``finemem_home()/engine/base_hashes.json`` by path, size and mtime.
+The base's hash is computed over its *.safetensors files once, remembered in
+``finemem_home()/engine/base_hashes.json`` by path, size and mtime, and stored in the run's
+results store (`RunFolder.base_hash`), where readers without the model find it.
 """
 
 from __future__ import annotations
@@ -30,9 +31,10 @@ from pathlib import Path
 import torch
 
 from finemem.errors import UserError
-from finemem.io import write_json_atomic
 from finemem.models.load import peft_quiet, untie_head
-from finemem.train.checkpoint import HEAD_KEY, content_hash, list_checkpoints, weight_files
+from finemem.run import BASE, RunFolder
+from finemem.run.checkpoints import (HEAD_KEY, base_content_hash,  # noqa: F401 (re-exported)
+                                     content_hash, list_checkpoints, weight_files)
 
 
 @dataclass(frozen=True)
@@ -46,63 +48,42 @@ class CheckpointRef:
     content_hash: str
 
 
-def base_content_hash(base_model: str) -> str:
-    """Content hash of a base model folder's weights (memoised); 'hub:<id>' for a hub id."""
-    path = Path(base_model)
-    files = sorted(path.glob("*.safetensors")) or sorted(path.glob("*.bin"))
-    if not path.is_dir() or not files:
-        return "hub:" + base_model
-    from finemem.home import finemem_home
-
-    memo_file = finemem_home() / "engine" / "base_hashes.json"
-    key = "|".join(f"{f.resolve()}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files)
-    memo = json.loads(memo_file.read_text("utf-8")) if memo_file.is_file() else {}
-    if key not in memo:
-        memo[key] = content_hash(files)
-        memo_file.parent.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(memo_file, memo)
-    return memo[key]
-
-
-def _run_settings(run_dir: Path) -> dict:
-    import yaml
-
-    cfg_file = run_dir / "config.yaml"
-    if not cfg_file.is_file():
-        raise UserError("not a finemem run folder (no config.yaml); train it first with "
-                        "`finemem train`", source=str(run_dir))
-    return yaml.safe_load(cfg_file.read_text("utf-8")) or {}
-
-
 def _ref(c: dict) -> CheckpointRef:
-    """A ref from a `train.checkpoint.list_checkpoints` entry (name, path and the metadata)."""
+    """A ref from a `run.checkpoints.list_checkpoints` entry (name, path and the metadata)."""
     chash = c.get("content_hash") or content_hash(weight_files(Path(c["path"])))
     return CheckpointRef(c["name"], int(c["step"]), float(c.get("epoch", 0.0)), c["kind"],
                          c["path"], str(c["base_model"]), chash)
 
 
-def load_run_checkpoints(run_dir: str | Path) -> list[CheckpointRef]:
+def load_run_checkpoints(run_dir: str | Path, *, store=None) -> list[CheckpointRef]:
     """The base as step 0, then every complete folder in run_dir/checkpoints/, by step
-    (a folder is complete once it holds its metadata: finemem writes it before the rename)."""
-    run_dir = Path(run_dir)
-    settings = _run_settings(run_dir)
-    refs = [_ref(c) for c in list_checkpoints(run_dir / "checkpoints")]
+    (a folder is complete once it holds its metadata: finemem writes it before the rename).
+    `store`: the run's open results store, when the caller has one."""
+    run = RunFolder(run_dir)
+    cfg = run.load_settings()
+    refs = [_ref(c) for c in list_checkpoints(run.checkpoints_dir)]
     base = refs[0].base_model if refs else None
     if base is None or (base.startswith(("/", ".", "~")) and not Path(base).exists()):
         # no checkpoint yet, or the recorded base folder moved (e.g. another FINEMEM_HOME)
         from finemem.models.load import resolve_model
 
-        base = resolve_model(str(settings.get("model", "builtin:tiny")))
+        base = resolve_model(cfg.model)
         refs = [CheckpointRef(r.name, r.step, r.epoch, r.kind, r.path, base, r.content_hash)
                 for r in refs]
-    base_ref = CheckpointRef("step-000000", 0, 0.0, "base", None, base, base_content_hash(base))
-    return [base_ref, *refs]
+    if store is not None:
+        bhash = run.base_hash(store, base)
+    elif run.has_results():
+        with run.open_store() as own:
+            bhash = run.base_hash(own, base)
+    else:
+        bhash = base_content_hash(base)
+    return [CheckpointRef(BASE, 0, 0.0, "base", None, base, bhash), *refs]
 
 
 def list_merges(run_dir: str | Path) -> list[CheckpointRef]:
     """Checkpoints written by `finemem merge` into RUN_DIR/merges/, by name. They are audited
     like any other checkpoint and shown beside the trajectory."""
-    return [_ref(c) for c in list_checkpoints(Path(run_dir, "merges"), "*", by_step=False)]
+    return [_ref(c) for c in list_checkpoints(RunFolder(run_dir).merges_dir, "*", by_step=False)]
 
 
 def _free(device: torch.device) -> None:
@@ -122,7 +103,7 @@ def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
     from finemem.models.load import load_model, pick_device
 
     run_dir = Path(run_dir)
-    settings = _run_settings(run_dir)
+    cfg = RunFolder(run_dir).load_settings()
     refs = load_run_checkpoints(run_dir) if refs is None else list(refs)
     kinds = {r.kind for r in refs}
     if {"lora", "head"} <= kinds:
@@ -130,8 +111,7 @@ def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
                         "at a time", source=str(run_dir))
     dev = pick_device(device)
     load_kw = dict(device=dev, dtype=dtype,
-                   trust_remote_code=bool(settings.get("trust_remote_code", False)),
-                   allow_pickle=bool(settings.get("allow_pickle", False)))
+                   trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     swap_cls = _LoraSwap if "lora" in kinds else _HeadSwap if "head" in kinds else None
     swap = None
     try:

@@ -30,7 +30,7 @@ def signature(summary, *, ratio: float = SIGNATURE_RATIO, delta: float = SIGNATU
     running minimum while test accuracy stays within delta of the run's best (the issue's demo
     criterion; `finemem.analysis.stages.longest_stretch`)."""
     from finemem.analysis.stages import longest_stretch
-    from finemem.audit.summary import ACC
+    from finemem.analysis.summary import ACC
 
     idx = longest_stretch(summary.column(ACC), [lab.ppl_ratio for lab in summary.labels],
                           ratio=ratio, delta=delta)

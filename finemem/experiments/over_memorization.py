@@ -99,7 +99,7 @@ def merge_recommended_and_final(run_dir: Path) -> Path:
     """Merge the recommended checkpoint with the final one (alpha 1/2, as in the paper's
     two-point average). The recommendation needs the trajectory audited first."""
     from finemem.audit import audit_run, summarize
-    from finemem.audit.merging import merge_run_checkpoints
+    from finemem.models.merging import merge_run_checkpoints
 
     audit_run(run_dir)
     s = summarize(run_dir)

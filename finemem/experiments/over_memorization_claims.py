@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finemem.audit.summary import ACC, PPL
+from finemem.analysis.summary import ACC, PPL
 from finemem.experiments import with_machine_note
 
 OVERMEM = "over-memorized"

@@ -132,7 +132,7 @@ class Cell:
 
 
 def cell_from_summary(s, values: dict, name: str) -> Cell:
-    from finemem.audit.summary import ACC, PPL
+    from finemem.analysis.summary import ACC, PPL
 
     ppl = s.column(PPL)
     rec = s.row(s.recommendation.name)

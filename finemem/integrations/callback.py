@@ -11,7 +11,7 @@
     cb.ship            # {"checkpoint": "out/checkpoint-150", "name": "step-000150", "reason": ...}
 
 At each save the new `checkpoint-N` is registered in a finemem run folder (default
-`<output_dir>/finemem`: config.yaml, tokenizer/, checkpoints/, results.sqlite) and audited
+`<output_dir>/finemem`: config.yaml, tokenizer/, checkpoints/, the results store) and audited
 with the configured probes by the same loop and store as `finemem audit` (the base model is
 audited once, at the first save, as step 0); per-example results are written in chunks, logits
 are never accumulated. The new checkpoint's metrics go through `trainer.log`, so they reach
@@ -42,27 +42,10 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
+from finemem.audit.online import (audit_checkpoint, online_streak,  # noqa: F401 (re-exported)
+                                  shared_stop, tracker_name)
 from finemem.errors import UserError
-
-
-def online_streak(labels: list[str]) -> int:
-    """Consecutive 'over-memorized' labels at the end of `labels`."""
-    n = 0
-    for lab in reversed(labels):
-        if lab != "over-memorized":
-            break
-        n += 1
-    return n
-
-
-def _metric_key(r: dict) -> str:
-    """A tracker-safe name (letters, digits, _ . - /): finemem/<split>/<metric>, then each
-    setting as .<key>_<value>, e.g. finemem/test/distinct_fraction.first_line_true.k_8."""
-    import re
-
-    safe = lambda x: re.sub(r"[^0-9A-Za-z_.-]", "_", str(x)).lower()  # noqa: E731
-    st = "".join(f".{safe(k)}_{safe(v)}" for k, v in sorted(r["settings"].items()))
-    return f"finemem/{safe(r['split'])}/{safe(r['name'])}{st}"
+from finemem.run import RunFolder
 
 
 class FinememCallback(TrainerCallback):
@@ -135,13 +118,12 @@ class FinememCallback(TrainerCallback):
     # each save ---------------------------------------------------------------------------
     def on_save(self, args, state, control, **kw):
         """Register the new checkpoint (main process), audit it (every process takes its
-        share), log it and decide whether to stop (main process; shared with the others)."""
+        share), log it and decide whether to stop (the online stop of
+        `finemem.audit.online`: judged on the main process, shared with the others)."""
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
         from finemem import distributed as ddp
-        from finemem.audit import audit_run
         from finemem.integrations.bridge import register_checkpoint
-        from finemem.store import Store
 
         if self.run_dir is None:
             return control
@@ -151,10 +133,11 @@ class FinememCallback(TrainerCallback):
             info = register_checkpoint(src, self.run_dir / "checkpoints",
                                        step=state.global_step, epoch=float(state.epoch or 0.0),
                                        base_model=self.base_model, kind=self.kind)
-            with Store(self.run_dir / "results.sqlite") as store:
+            with RunFolder(self.run_dir).open_store() as store:
                 store.add_checkpoint(info["name"], step=state.global_step,
                                      epoch=float(state.epoch or 0.0), path=info["path"],
                                      kind=info["kind"], content_hash=info["content_hash"])
+                RunFolder(self.run_dir).record_base_hash(store, self.base_model)
         if ddp.active():
             ddp.barrier()  # the checkpoint is registered before any process audits it
             if not src.is_dir():  # saved on the main process's file system only
@@ -163,71 +146,46 @@ class FinememCallback(TrainerCallback):
                                 field="output_dir")
         elif info is None:
             return control
-        audit_run(self.run_dir, probes=self.probes, device=self.device, progress=False)
-        stop = self._after_audit(args, state, info) if info is not None else False
-        if ddp.active():
-            from accelerate.utils import broadcast_object_list
-
-            stop = broadcast_object_list([stop], from_process=0)[0]
-        if stop:
+        name = info["name"] if info is not None else None
+        verdict = audit_checkpoint(self.run_dir, name, step=state.global_step,
+                                   stop_after=self.stop_after, probes=self.probes,
+                                   device=self.device) if info is not None or ddp.active() \
+            else None
+        if info is not None and verdict is not None:
+            self._after_audit(args, state, verdict)
+        if shared_stop(verdict if info is not None else None):
             control.should_training_stop = True
         return control
 
-    def _after_audit(self, args, state, info: dict) -> bool:
-        """Main process: log the new checkpoint's metrics, judge its stage, name the
-        checkpoint to ship; whether training should stop."""
-        from finemem.audit import summarize
-        from finemem.store import Store
-
-        with Store(self.run_dir / "results.sqlite") as store:
-            rows = store.metrics(checkpoint=info["name"])
-        from finemem.audit.summary import parse_setting
-
-        logs = {}
-        for r in rows:
-            if r["split"] != "*":
-                r["settings"] = parse_setting(r["setting"])
-                logs[_metric_key(r)] = float(r["value"])
-        try:
-            s = summarize(self.run_dir)
-        except UserError as e:  # e.g. probes without test PPL: no stages, nothing to ship
-            s = None
-            self._say(f"finemem: {info['name']} audited; no stage summary: {e}")
-        entry = (self._judge(s, info["name"], Path(args.output_dir)) if s is not None else
-                 {"name": info["name"], "label": "unknown", "streak": 0, "stage_index": -1})
-        logs["finemem/overmemorized_streak"] = float(entry["streak"])
-        logs["finemem/stage"] = float(entry["stage_index"])
-        self.history.append(entry)
-        if self.trainer is not None:
-            self.trainer.log(logs)
-        else:
-            state.log_history.append({**logs, "step": state.global_step})
-        if self.stop_after and entry["streak"] >= self.stop_after:
-            self.stopped_at = info["name"]
-            self._say(f"finemem: {entry['streak']} consecutive over-memorized checkpoints: "
-                      f"stopping training; ship {self.ship['checkpoint']}")
-            return True
-        return False
-
-    def _judge(self, s, name: str, output_dir: Path) -> dict:
-        from finemem.analysis.stages import LABELS
+    def _after_audit(self, args, state, v) -> None:
+        """Main process: log the new checkpoint's metrics and stage, name the checkpoint to
+        ship."""
         from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
-        labels = [lab.label for lab in s.labels]
-        label = labels[-1] if labels else "ungraded"
-        streak = online_streak(labels) if s.graded else 0
-        rec = s.row(s.recommendation.name)
-        folder = (output_dir / f"{PREFIX_CHECKPOINT_DIR}-{rec.step}") if rec.step else None
-        self.ship = {"name": rec.name, "step": rec.step,
-                     "checkpoint": str(folder) if folder else "the base model",
-                     "finemem_checkpoint": str(self.run_dir / "checkpoints" / rec.name)
-                     if rec.step else None,
-                     "reason": s.recommendation.explanation}
-        self._say(f"finemem: {name} audited: {label}"
-                  + (f" ({streak} over-memorized in a row)" if streak else "")
-                  + f"; ship {self.ship['checkpoint']}")
-        return {"name": name, "label": label, "streak": streak,
-                "stage_index": LABELS.index(label) if label in LABELS else -1}
+        if v.summary is None:
+            self._say(f"finemem: {v.name} audited; no stage summary: {v.note}")
+        else:
+            rec = v.summary.row(v.summary.recommendation.name)
+            folder = (Path(args.output_dir) / f"{PREFIX_CHECKPOINT_DIR}-{rec.step}"
+                      if rec.step else None)
+            self.ship = {"name": rec.name, "step": rec.step,
+                         "checkpoint": str(folder) if folder else "the base model",
+                         "finemem_checkpoint": str(self.run_dir / "checkpoints" / rec.name)
+                         if rec.step else None,
+                         "reason": v.summary.recommendation.explanation}
+            self._say(f"finemem: {v.name} audited: {v.label}"
+                      + (f" ({v.streak} over-memorized in a row)" if v.streak else "")
+                      + f"; ship {self.ship['checkpoint']}")
+        self.history.append({"name": v.name, "label": v.label, "streak": v.streak,
+                             "stage_index": v.stage_index})
+        if self.trainer is not None:
+            self.trainer.log(dict(v.metrics))
+        else:
+            state.log_history.append({**v.metrics, "step": state.global_step})
+        if v.stop:
+            self.stopped_at = v.name
+            self._say(f"finemem: {v.streak} consecutive over-memorized checkpoints: "
+                      f"stopping training; ship {self.ship['checkpoint']}")
 
     def _say(self, text: str) -> None:
         if self.verbose:

@@ -23,7 +23,6 @@ from decimal import Decimal, InvalidOperation
 
 import numpy as np
 
-from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
 METHODS = ("hash", "last_number", "boxed", "regex", "first_line")
@@ -60,13 +59,11 @@ def extract_answer(text: str, *, method: str = "hash", pattern: str | None = Non
     '\\frac{1}{2}'
     """
     if method not in METHODS:
-        raise UserError(f"unknown answer extractor '{method}'; use one of {', '.join(METHODS)}",
-                        field="method")
+        raise ValueError(f"unknown answer extractor '{method}'; use one of {', '.join(METHODS)}")
     if method == "regex":
         return _extract_regex(text, pattern)
     if pattern is not None:
-        raise UserError(f"pattern is only used with method='regex', not '{method}'",
-                        field="pattern")
+        raise ValueError(f"pattern is only used with method='regex', not '{method}'")
     if method == "hash":
         matches = _HASH.findall(text)
         return (matches[-1].strip() or None) if matches else None
@@ -80,12 +77,11 @@ def extract_answer(text: str, *, method: str = "hash", pattern: str | None = Non
 
 def _extract_regex(text: str, pattern: str | None) -> str | None:
     if not pattern:
-        raise UserError("method='regex' needs a pattern, e.g. pattern=r'answer is (\\S+)'",
-                        field="pattern")
+        raise ValueError("method='regex' needs a pattern, e.g. pattern=r'answer is (\\S+)'")
     try:
         rx = re.compile(pattern)
     except re.error as e:
-        raise UserError(f"invalid answer regex {pattern!r}: {e}", field="pattern") from None
+        raise ValueError(f"invalid answer regex {pattern!r}: {e}") from None
     last = None
     for last in rx.finditer(text):
         pass
@@ -166,7 +162,7 @@ def answer_accuracy(preds, refs) -> float:
     """
     preds, refs = list(preds), list(refs)
     if len(preds) != len(refs):
-        raise UserError(f"answer_accuracy: {len(preds)} predictions but {len(refs)} references")
+        raise ValueError(f"answer_accuracy: {len(preds)} predictions but {len(refs)} references")
     if not preds:
         warnings.warn("answer_accuracy: no examples; returning nan", RuntimeWarning, stacklevel=2)
         return math.nan

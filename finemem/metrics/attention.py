@@ -16,6 +16,9 @@ import numpy as np
 from finemem.metrics.extraction import rank_spearman
 from finemem.metrics.registry import register_metric
 
+# The statistics the engine reduces per layer and head, in the order of its arrays' last axis.
+STATS = ("entropy", "max_weight", "prompt_mass")
+
 
 def _mean(name: str, values) -> float:
     v = np.asarray(values, dtype=float)

@@ -16,7 +16,6 @@ import warnings
 
 import numpy as np
 
-from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
 
@@ -24,11 +23,11 @@ def _check(confidences, correct, name: str) -> tuple[np.ndarray, np.ndarray] | N
     p = np.asarray(confidences, dtype=float).ravel()
     y = np.asarray(correct, dtype=float).ravel()
     if p.shape != y.shape:
-        raise UserError(f"{name}: {p.size} confidences but {y.size} correctness flags")
+        raise ValueError(f"{name}: {p.size} confidences but {y.size} correctness flags")
     if np.any((p < 0) | (p > 1)) or np.any(np.isnan(p)):
-        raise UserError(f"{name}: confidences must be probabilities in [0, 1]")
+        raise ValueError(f"{name}: confidences must be probabilities in [0, 1]")
     if np.any((y != 0) & (y != 1)):
-        raise UserError(f"{name}: correct must hold 0/1 (or bool) values")
+        raise ValueError(f"{name}: correct must hold 0/1 (or bool) values")
     if p.size == 0:
         warnings.warn(f"{name}: no examples; returning nan", RuntimeWarning, stacklevel=3)
         return None
@@ -59,7 +58,7 @@ def expected_calibration_error(confidences, correct, *, n_bins: int = 10) -> flo
     0.3833
     """
     if n_bins < 1:
-        raise UserError(f"n_bins must be >= 1, got {n_bins}", field="n_bins")
+        raise ValueError(f"n_bins must be >= 1, got {n_bins}")
     checked = _check(confidences, correct, "expected_calibration_error")
     if checked is None:
         return math.nan

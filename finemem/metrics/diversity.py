@@ -37,7 +37,7 @@ def pass_at_k(n: int, c: int, k: int) -> float:
     0.7
     """
     if not (0 <= c <= n) or not (1 <= k <= n):
-        raise UserError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}; "
+        raise ValueError(f"pass_at_k needs 0 <= c <= n and 1 <= k <= n, got n={n}, c={c}, k={k}; "
                         "draw at least k samples per problem")
     if n - c < k:
         return 1.0
@@ -54,7 +54,7 @@ def mean_pass_at_k(n_samples, n_correct, *, k: int = 1) -> float:
     """
     ns, cs = np.asarray(n_samples, dtype=int).ravel(), np.asarray(n_correct, dtype=int).ravel()
     if ns.shape != cs.shape:
-        raise UserError(f"mean_pass_at_k: {ns.size} sample counts but {cs.size} correct counts")
+        raise ValueError(f"mean_pass_at_k: {ns.size} sample counts but {cs.size} correct counts")
     if ns.size == 0:
         warnings.warn("mean_pass_at_k: no problems; returning nan", RuntimeWarning, stacklevel=2)
         return math.nan
@@ -74,7 +74,7 @@ def distinct_n(texts, *, n: int = 2) -> float:
     0.6
     """
     if n < 1:
-        raise UserError(f"distinct_n needs n >= 1, got {n}", field="n")
+        raise ValueError(f"distinct_n needs n >= 1, got {n}")
     grams = []
     for t in texts:
         toks = t.split()
@@ -166,7 +166,7 @@ def embedding_dispersion(embeddings) -> float:
     """
     e = np.asarray(embeddings, dtype=float)
     if e.ndim != 2:
-        raise UserError(f"embedding_dispersion needs an (n, d) array, got shape {e.shape}")
+        raise ValueError(f"embedding_dispersion needs an (n, d) array, got shape {e.shape}")
     if e.shape[0] < 2:
         warnings.warn("embedding_dispersion: needs at least 2 embeddings; returning nan",
                       RuntimeWarning, stacklevel=2)
@@ -225,7 +225,7 @@ def entropy_from_probs(probs, *, axis: int = -1, base: float | None = None):
     """
     p = np.asarray(probs, dtype=float)
     if np.any(p < 0) or not np.allclose(p.sum(axis=axis), 1.0, atol=1e-3):
-        raise UserError("entropy_from_probs needs probabilities >= 0 that sum to 1 along the "
+        raise ValueError("entropy_from_probs needs probabilities >= 0 that sum to 1 along the "
                         "axis; apply softmax to logits first")
     with np.errstate(divide="ignore", invalid="ignore"):
         terms = np.where(p > 0, -p * np.log(p), 0.0)

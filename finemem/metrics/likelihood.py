@@ -23,7 +23,6 @@ import zlib
 
 import numpy as np
 
-from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
 # Log-probs above this are not log-probs (float error on log(1) stays far below it).
@@ -32,13 +31,13 @@ _LOGPROB_TOL = 1e-4
 
 def _as_arrays(seqs, *, name: str, dtype) -> list[np.ndarray]:
     if isinstance(seqs, np.ndarray) and seqs.ndim == 1 and seqs.dtype != object:
-        raise UserError(f"{name}: expected a list of 1-D arrays (one per example), got one 1-D "
+        raise ValueError(f"{name}: expected a list of 1-D arrays (one per example), got one 1-D "
                         "array; wrap it as [array] for a single example")
     out = []
     for i, s in enumerate(seqs):
         a = np.asarray(s, dtype=dtype)
         if a.ndim != 1:
-            raise UserError(f"{name}: example {i} has shape {a.shape}; each example must be a "
+            raise ValueError(f"{name}: example {i} has shape {a.shape}; each example must be a "
                             "1-D array over target tokens")
         out.append(a)
     kept = [a for a in out if a.size > 0]
@@ -52,7 +51,7 @@ def _logprobs(token_lp, name: str) -> list[np.ndarray]:
     arrs = _as_arrays(token_lp, name=name, dtype=float)
     for i, a in enumerate(arrs):
         if np.any(a > _LOGPROB_TOL):
-            raise UserError(f"{name}: example {i} has positive values (max {a.max():.3g}); pass "
+            raise ValueError(f"{name}: example {i} has positive values (max {a.max():.3g}); pass "
                             "natural-log probabilities (<= 0), not probabilities or NLLs")
     return arrs
 

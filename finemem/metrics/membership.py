@@ -23,7 +23,6 @@ import zlib
 
 import numpy as np
 
-from finemem.errors import UserError
 from finemem.metrics.registry import register_metric
 
 # attack -> the side of its score that means "member"
@@ -60,7 +59,7 @@ def zlib_attack(token_lp, texts: list[str]) -> np.ndarray:
     .. math:: s_i = \frac{-\frac1{T_i}\sum_t \log p_{i,t}}{|\mathrm{zlib}(x_i)|}
     """
     if len(texts) != len(token_lp):
-        raise UserError(f"zlib_attack: {len(texts)} texts for {len(token_lp)} examples")
+        raise ValueError(f"zlib_attack: {len(texts)} texts for {len(token_lp)} examples")
     z = np.array([len(zlib.compress(t.encode("utf-8"))) for t in texts], dtype=float)
     return loss_attack(token_lp) / z
 
@@ -83,7 +82,7 @@ def min_k_attack(token_lp, *, k: float = 0.2) -> np.ndarray:
     [-1.956]
     """
     if not 0 < k <= 1:
-        raise UserError(f"min_k: k must be in (0, 1], got {k}", field="k")
+        raise ValueError(f"min_k: k must be in (0, 1], got {k}")
     return np.array([_lowest_k_mean(a, k) for a in _arrays(token_lp)])
 
 
@@ -97,7 +96,7 @@ def min_k_pp_attack(token_lp, mu, sigma, *, k: float = 0.2) -> np.ndarray:
     then the mean of the ``max(1, floor(k T))`` lowest z (sigma floored at 1e-6).
     """
     if not 0 < k <= 1:
-        raise UserError(f"min_k_pp: k must be in (0, 1], got {k}", field="k")
+        raise ValueError(f"min_k_pp: k must be in (0, 1], got {k}")
     out = []
     for lp, m, s in zip(_arrays(token_lp), _arrays(mu), _arrays(sigma)):
         out.append(_lowest_k_mean((lp - m) / np.maximum(s, _SIGMA_FLOOR), k))
@@ -143,9 +142,9 @@ def rmia_attack(mean_lp, ref_mean_lp, pop_mean_lp, pop_ref_mean_lp, *, a: float 
     [1.0, 0.3333333333333333]
     """
     if not 0 <= a <= 1:
-        raise UserError(f"rmia: a must be in [0, 1], got {a}", field="a")
+        raise ValueError(f"rmia: a must be in [0, 1], got {a}")
     if gamma <= 0:
-        raise UserError(f"rmia: gamma must be > 0, got {gamma}", field="gamma")
+        raise ValueError(f"rmia: gamma must be > 0, got {gamma}")
 
     def log_lr(lp, ref_lp):
         lp, ref_lp = np.asarray(lp, float), np.asarray(ref_lp, float)
@@ -154,7 +153,7 @@ def rmia_attack(mean_lp, ref_mean_lp, pop_mean_lp, pop_ref_mean_lp, *, a: float 
     q = log_lr(mean_lp, ref_mean_lp)                              # (n,)
     pop = log_lr(pop_mean_lp, pop_ref_mean_lp)                    # (m,)
     if pop.size == 0:
-        raise UserError("rmia: the population (non-members) is empty")
+        raise ValueError("rmia: the population (non-members) is empty")
     srt = np.sort(pop)
     beaten = np.searchsorted(srt, q - math.log(gamma), side="left").astype(float)  # (n,)
     denom = np.full(q.shape, float(pop.size))
@@ -170,7 +169,7 @@ def rmia_attack(mean_lp, ref_mean_lp, pop_mean_lp, pop_ref_mean_lp, *, a: float 
 
 def _sets(members, nonmembers, member_when: str, name: str):
     if member_when not in ("higher", "lower"):
-        raise UserError(f"{name}: member_when must be 'higher' or 'lower', got {member_when!r}")
+        raise ValueError(f"{name}: member_when must be 'higher' or 'lower', got {member_when!r}")
     m = np.asarray(members, dtype=float).ravel()
     n = np.asarray(nonmembers, dtype=float).ravel()
     m, n = m[np.isfinite(m)], n[np.isfinite(n)]
@@ -234,7 +233,7 @@ def needed_nonmembers(fpr: float) -> int:
     so that at least one false positive is allowed (fewer: the threshold cannot be placed at
     that rate, and the figure is refused)."""
     if not 0 < fpr < 1:
-        raise UserError(f"fpr must be in (0, 1), got {fpr}", field="fpr")
+        raise ValueError(f"fpr must be in (0, 1), got {fpr}")
     return math.ceil(1.0 / fpr - 1e-9)
 
 
@@ -247,7 +246,7 @@ def tpr_at_fpr(members, nonmembers, *, fpr: float, member_when: str = "higher",
               \mathrm{FPR}(t) = \frac{|\{j: s'_j \ge t\}|}{N},\
               \mathrm{TPR}(t) = \frac{|\{i: s_i \ge t\}|}{M}
 
-    Returns (tpr, (lo, hi), k) with k = members detected. Raises `UserError` when N <
+    Returns (tpr, (lo, hi), k) with k = members detected. Raises `ValueError` when N <
     `needed_nonmembers(fpr)`.
 
     >>> tpr_at_fpr([5, 4, 1], [3, 2, 0, -1], fpr=0.25)[0]
@@ -256,9 +255,9 @@ def tpr_at_fpr(members, nonmembers, *, fpr: float, member_when: str = "higher",
     m, n = _sets(members, nonmembers, member_when, "tpr_at_fpr")
     need = needed_nonmembers(fpr)
     if n.size < need:
-        raise UserError(f"TPR at {fpr:g} FPR needs at least {need} non-members, got {n.size}")
+        raise ValueError(f"TPR at {fpr:g} FPR needs at least {need} non-members, got {n.size}")
     if m.size == 0:
-        raise UserError("tpr_at_fpr: no members")
+        raise ValueError("tpr_at_fpr: no members")
     from scipy.stats import binomtest
     from sklearn.metrics import roc_curve
 
@@ -289,7 +288,7 @@ def membership_tpr_at_fpr(members, nonmembers, *, fpr: float | None = None,
         return 1.0
     try:
         return tpr_at_fpr(m, n, fpr=fpr)[0]
-    except UserError as e:
+    except ValueError as e:
         warnings.warn(f"membership_tpr_at_fpr: {e}; returning nan", RuntimeWarning, stacklevel=2)
         return math.nan
 

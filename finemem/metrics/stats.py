@@ -19,7 +19,6 @@ from typing import Callable
 
 import numpy as np
 
-from finemem.errors import UserError
 
 # Below this many examples finemem prints no point estimate as a claim. Reason: at n = 30 the
 # 95% Wilson interval around p = 0.5 is [0.33, 0.67], i.e. +-0.17; below that, any difference
@@ -29,7 +28,7 @@ MIN_N_FOR_CLAIM = 30
 
 def _z(conf: float) -> float:
     if not 0.0 < conf < 1.0:
-        raise UserError(f"confidence level must be in (0, 1), got {conf}", field="conf")
+        raise ValueError(f"confidence level must be in (0, 1), got {conf}")
     return NormalDist().inv_cdf(0.5 + conf / 2.0)
 
 
@@ -59,7 +58,7 @@ def wilson_interval(k: int, n: int, *, conf: float = 0.95) -> tuple[float, float
     [0.2553, 0.3662]
     """
     if n < 0 or k < 0 or k > n:
-        raise UserError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
+        raise ValueError(f"wilson_interval needs 0 <= k <= n, got k={k}, n={n}")
     if n == 0:
         return 0.0, 1.0
     z = _z(conf)

@@ -147,3 +147,19 @@ def untie_head(model) -> bool:
 
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+@contextmanager
+def quiet_hf():
+    """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar, and
+    peft's deprecation noise."""
+    from transformers.utils import logging as hf_logging
+
+    was = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        with peft_quiet():
+            yield
+    finally:
+        if was:
+            hf_logging.enable_progress_bar()

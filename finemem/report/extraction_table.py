@@ -16,8 +16,8 @@ def _ci(m: dict | None, digits: int = 2) -> str:
     return f"{m['value']:.{digits}f} [{m['lo']:.{digits}f},{m['hi']:.{digits}f}]"
 
 
-def extraction_table(run_dir) -> Table | None:
-    rows = extraction_rows(run_dir)
+def extraction_table(run_dir, rows=None) -> Table | None:
+    rows = extraction_rows(run_dir) if rows is None else rows
     if not rows:
         return None
     n_mem = (rows[0].get("members", "exact_greedy_extractable") or {}).get("n")
@@ -40,16 +40,17 @@ def extraction_table(run_dir) -> Table | None:
     return t
 
 
-def print_extraction(run_dir, console: Console | None = None) -> bool:
+def print_extraction(run_dir, console: Console | None = None, *, store=None) -> bool:
     """Print the table and the controls; False when the run has no extraction results."""
     console = console or Console()
-    t = extraction_table(run_dir)
+    rows = extraction_rows(run_dir, store=store)
+    t = extraction_table(run_dir, rows)
     if t is None:
         return False
     if not console.is_terminal:
         console.width = max(console.width, 180)
     console.print(t)
-    last = extraction_rows(run_dir)[-1]
+    last = rows[-1]
     p, z = last.get("control_perfect", "rouge_l"), last.get("control_null", "rouge_l")
     pv = last.get("control_perfect", "memorization_ratio", category="verbatim")
     zv = last.get("control_null", "memorization_ratio", category="verbatim")

@@ -40,6 +40,15 @@ SCRIPT = """(function () {
   });
 })();"""
 
+GRID_MACRO = """{% macro grid(g) -%}
+<table class="data"><caption>{{ g.title }}</caption>
+<thead><tr>{% for h in g.headers %}<th>{{ h }}</th>{% endfor %}</tr></thead>
+<tbody>{% for r in g.rows %}<tr>{% for c in r %}<td{% if not loop.first %} class="num"{% endif %}>{{ c }}</td>{% endfor %}</tr>{% endfor %}</tbody>
+</table>
+{% for n in g.notes %}<p class="note">{{ n }}</p>{% endfor %}
+{%- endmacro %}
+"""
+
 PAIR_MACRO = """{% macro pair(p) -%}
 <div class="pair"><div class="prompt">{{ p.prompt }}</div>
 <div class="lbl">generated{% if p.exact %} (exact){% endif %}</div><div class="lbl">true suffix ({{ "%.0f" | format(100 * p.matched_fraction) }}% matched)</div>
@@ -63,7 +72,7 @@ def _render_section(env: Environment, spec, data) -> Markup | None:
     ctx = spec.fn(data)
     if ctx is None:
         return None
-    tmpl = env.from_string(PAIR_MACRO + spec.template)
+    tmpl = env.from_string(PAIR_MACRO + GRID_MACRO + spec.template)
     return Markup(tmpl.render(**ctx))
 
 
@@ -124,7 +133,7 @@ def write_report(run_dirs: list[str | Path], out: str | Path | None = None) -> P
         if not d.is_dir():
             raise UserError("run folder not found", source=str(d))
     if out is not None:  # relative to the (first) run folder, and never outside it
-        from finemem.export import inside
+        from finemem.io import inside
 
         out = inside(run_dirs[0], out)
     if len(run_dirs) == 1:

@@ -71,3 +71,18 @@ def print_summary(summary, console: Console | None = None) -> None:
         console.print("[dim]No graded answers in the test set: no accuracy and no stages; the "
                       "recommendation uses test PPL.[/]")
     console.print(f"[bold]Recommendation:[/] {summary.recommendation.explanation}")
+
+
+def print_grid(grid, console: Console | None = None) -> None:
+    """A report section's `Grid` as a rich table, then its notes."""
+    console = console or Console()
+    t = Table(title=grid.title, show_edge=False)
+    for i, h in enumerate(grid.headers):
+        t.add_column(h, justify="left" if i == 0 else "right")
+    for r in grid.rows:
+        t.add_row(*r)
+    if not console.is_terminal:
+        console.width = max(console.width, 160)
+    console.print(t)
+    for n in grid.notes:
+        console.print(n, highlight=False)

@@ -5,13 +5,7 @@ Usage:
                            base_model=path)              # -> {"name", "path", "content_hash"}
     load_checkpoint_weights(model, info["path"], "lora")
 
-Layout (pinned; the engine and audits read it):
-    checkpoints/step-000120/   written as checkpoints/.tmp-step-000120, then renamed, so a folder
-                               that exists is complete. finemem_ckpt.json holds {step, epoch,
-                               kind, base_model, content_hash}.
-      full: model.safetensors (+ config.json, generation_config.json)
-      lora: adapter_model.safetensors + adapter_config.json
-      head: head.safetensors holding only "lm_head.weight"
+Layout: checkpoints/ in the format of `finemem.run.checkpoints`, and
     state/                     resume state of the latest checkpoint: optimizer.safetensors,
                                rng.safetensors, trainer_state.json (written last).
 
@@ -22,7 +16,6 @@ interrupted, so state/ always belongs to a complete checkpoint.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import random
@@ -37,71 +30,11 @@ from finemem import faults
 from finemem.errors import UserError
 from finemem.io import publish_dir, write_json_atomic
 
-# The metadata file that marks a complete checkpoint folder (the engine, audits and `finemem
-# merge` read and write it through these names), and the one tensor of a head checkpoint.
-CKPT_META = "finemem_ckpt.json"
-HEAD_KEY = "lm_head.weight"
-WEIGHT_FILES = {"full": None, "lora": "adapter_model.safetensors", "head": "head.safetensors"}
-
-
-def checkpoint_name(step: int) -> str:
-    return f"step-{step:06d}"
-
-
-def weight_files(path: Path) -> list[Path]:
-    """The safetensors weight files of a checkpoint folder, in a fixed order."""
-    return sorted(Path(path).glob("*.safetensors"))
-
-
-def check_weights(path: str | Path) -> None:
-    """Raise `UserError` when a safetensors file of the checkpoint folder `path` is truncated or
-    corrupt: its 8-byte header length, JSON header and tensor offsets must account for the
-    file's size exactly. Reads the headers only."""
-    for f in weight_files(Path(path)):
-        size = f.stat().st_size
-        try:
-            with open(f, "rb") as fh:
-                n = int.from_bytes(fh.read(8), "little")
-                if size < 8 or not 0 < n <= size - 8:
-                    raise ValueError
-                header = json.loads(fh.read(n))
-            end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"),
-                      default=0)
-            ok = 8 + n + end == size
-        except (ValueError, KeyError, TypeError, IndexError, UnicodeDecodeError):
-            ok = False
-        if not ok:
-            raise UserError(f"{f.name} is truncated or corrupt ({size} bytes); restore it, or "
-                            "retrain the run (`finemem train --force`)", source=str(path))
-
-
-def content_hash(files: list[Path]) -> str:
-    """sha256 over the bytes of `files`, in order (identifies a checkpoint's weights)."""
-    h = hashlib.sha256()
-    for f in files:
-        with open(f, "rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-    return h.hexdigest()
-
-
-def read_checkpoint_meta(ckpt: str | Path) -> dict | None:
-    """The finemem_ckpt.json record of a checkpoint folder; None when it has none (not a
-    finemem checkpoint, or not complete: the record is written last)."""
-    meta = Path(ckpt) / CKPT_META
-    return json.loads(meta.read_text("utf-8")) if meta.is_file() else None
-
-
-def list_checkpoints(ckpt_root: str | Path, pattern: str = "step-*", *,
-                     by_step: bool = True) -> list[dict]:
-    """Complete checkpoints in the folders of `ckpt_root` that match `pattern`, by step (or by
-    folder name when `by_step` is False): [{"name", "path", **finemem_ckpt.json}]."""
-    out = []
-    for d in sorted(Path(ckpt_root).glob(pattern)):
-        meta = read_checkpoint_meta(d)
-        if meta is not None:
-            out.append({"name": d.name, "path": str(d), **meta})
-    return sorted(out, key=lambda c: c["step"]) if by_step else out
+# The format (metadata file, weight files, content hash, listing) lives in finemem.run; these
+# names stay importable from here.
+from finemem.run.checkpoints import (CKPT_META, HEAD_KEY, WEIGHT_FILES,  # noqa: F401
+                                     check_weights, checkpoint_name, content_hash,
+                                     list_checkpoints, read_checkpoint_meta, weight_files)
 
 
 def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: str,

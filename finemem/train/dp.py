@@ -42,7 +42,7 @@ import torch
 
 from finemem.errors import UserError
 from finemem.io import write_json_atomic
-from finemem.privacy import DP_FILE, read_dp
+from finemem.run.privacy import read_dp, write_dp
 
 
 def check_dp(cfg, *, num_processes: int) -> None:
@@ -185,15 +185,15 @@ class DPRun:
     def record(self, run_dir: Path, checkpoint: str | None = None, step: int = 0,
                epsilon: float | None = None) -> None:
         """Write RUN_DIR/dp.json (the settings; with `checkpoint`, its epsilon added)."""
-        from finemem.train.checkpoint import CKPT_META
+        from finemem.run import RunFolder
+        from finemem.run.checkpoints import list_checkpoints
 
         old = read_dp(run_dir) or {}
         done = dict(old.get("checkpoints", {}))
         # a kill between a checkpoint's rename and this record: its metadata has the epsilon
-        for meta in sorted(Path(run_dir).glob(f"checkpoints/step-*/{CKPT_META}")):
-            m = json.loads(meta.read_text(encoding="utf-8"))
+        for m in list_checkpoints(RunFolder(run_dir).checkpoints_dir):
             if "dp_epsilon" in m:
-                done.setdefault(meta.parent.name, {"step": m["step"], "epsilon": m["dp_epsilon"]})
+                done.setdefault(m["name"], {"step": m["step"], "epsilon": m["dp_epsilon"]})
         rec = {"target_epsilon": self.cfg.epsilon, "delta": self.delta,
                "delta_setting": self.cfg.delta, "noise_multiplier": self.sigma,
                "sample_rate": self.q, "expected_batch_size": self.batch_size, "n": self.n,
@@ -202,7 +202,7 @@ class DPRun:
                "caveats": self.caveats, "checkpoints": done}
         if checkpoint is not None:
             rec["checkpoints"][checkpoint] = {"step": step, "epsilon": epsilon}
-        write_json_atomic(Path(run_dir) / DP_FILE, rec)
+        write_dp(run_dir, rec)
 
     def write_sampling(self, run_dir: Path) -> None:
         """Add the sampling to distributed.json (next to the batch layout)."""

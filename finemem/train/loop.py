@@ -35,7 +35,8 @@ from finemem import distributed as ddp
 from finemem import faults
 from finemem.config import RunConfig
 from finemem.errors import Interrupted, UserError
-from finemem.models.load import pad_id
+from finemem.models.load import pad_id, quiet_hf  # noqa: F401 (quiet_hf: re-exported)
+from finemem.run import RunFolder
 from finemem.store import Store
 from finemem.train import checkpoint as ck
 from finemem.train import dp
@@ -47,24 +48,6 @@ from finemem.train.setup import init_run_dir, prepare, run_dir_state, write_conf
 
 LOG_EVERY = 50  # optimizer steps between train_log flushes (and at every checkpoint)
 CRASH_ENV = "FINEMEM_CRASH_AFTER_STEP"  # test hook: die right after this step (and its save)
-
-
-@contextmanager
-def quiet_hf():
-    """Silence transformers' tqdm bars (weight loading, shard writing) inside our own bar, and
-    peft's deprecation noise."""
-    from transformers.utils import logging as hf_logging
-
-    from finemem.models.load import peft_quiet
-
-    was = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()
-    try:
-        with peft_quiet():
-            yield
-    finally:
-        if was:
-            hf_logging.enable_progress_bar()
 
 
 class SimulatedCrash(RuntimeError):
@@ -122,9 +105,10 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
         raise UserError("the training data changed since this run started, so it cannot "
                         "resume; restore the data, or use --force to start over",
                         source=str(run_dir), field="data.train")
-    with Store(run_dir / "results.sqlite") as store:
+    with RunFolder(run_dir).open_store() as store:
         if acc.is_main_process:
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"), status="running")
+            RunFolder(run_dir).record_base_hash(store, prep.base_path)  # for readers
         trainer = _Trainer(cfg, acc, prep, store, run_dir, progress=progress)
         trainer.watch = watch.Watch(cfg, acc, run_dir)
         if acc.is_main_process:  # distributed.json: processes, effective batch, LR schedule
@@ -220,7 +204,7 @@ def _complete(run_dir: Path, cfg: RunConfig) -> dict:
     """The summary of a finished run, after making sure its store lists every checkpoint and
     says 'complete' (a kill can fall between the last checkpoint and that bookkeeping)."""
     if ddp.is_main():  # under a launcher, the main process alone writes the store
-        with Store(run_dir / "results.sqlite") as store:
+        with RunFolder(run_dir).open_store() as store:
             _register_checkpoints(store, run_dir, ck.read_state(run_dir)["step"])
             store.put_run(cfg.digest(), cfg.model_dump(mode="json"),
                           status="stopped-early" if watch.read_stop(run_dir) else "complete")
@@ -237,7 +221,7 @@ def _summary(run_dir: Path, *, resumed_from, already_complete: bool,
     st = ck.read_state(run_dir) or {}
     spe = st.get("steps_per_epoch") or 1
     own = store is None
-    store = Store(run_dir / "results.sqlite") if own else store
+    store = RunFolder(run_dir).open_store() if own else store
     try:
         log = store.train_log()
         ckpts = [c["name"] for c in store.checkpoints()]

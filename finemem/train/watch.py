@@ -6,21 +6,17 @@ when over-memorization sets in.
       stop_after_overmemorized: 2       # audit each checkpoint as saved; stop after 2 in a row
 
 With `stop_after_overmemorized: N`, each checkpoint is audited when it is saved (the default
-probes, the same loop and store as `finemem audit`), the stage rule is applied to the
-checkpoints so far (the running best accuracy and running minimum test PPL), and training
-stops after N consecutive over-memorized checkpoints, naming the checkpoint to ship. The stop
-is recorded in RUN_DIR/stopped.json, so a rerun does not resume past it. This saves the
-compute the paper spends past the plateau.
+probes) and training stops after N consecutive over-memorized checkpoints, naming the
+checkpoint to ship: the online stop of `finemem.audit.online`, the same one `FinememCallback`
+uses. This saves the compute the paper spends past the plateau.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
+from finemem.audit.online import STOPPED, audit_checkpoint, read_stop, shared_stop  # noqa: F401
 from finemem.errors import UserError
-
-STOPPED = "stopped.json"
 
 
 def check_trackers(names: list[str]) -> None:
@@ -38,11 +34,6 @@ def check_trackers(names: list[str]) -> None:
         if available is not None and not available():
             raise UserError(f"tracker '{name}' is not installed (pip install {name})",
                             field="training.report_to")
-
-
-def read_stop(run_dir: Path) -> dict | None:
-    p = Path(run_dir) / STOPPED
-    return json.loads(p.read_text()) if p.is_file() else None
 
 
 class Watch:
@@ -68,30 +59,14 @@ class Watch:
                              step=step)
 
     def after_save(self, name: str, step: int) -> bool:
-        """Audit checkpoint `name` when the stop rule is on; log its metrics; True = stop."""
-        if not self.stop_after or not self.acc.is_main_process:
+        """Audit checkpoint `name` when the stop rule is on; log its metrics; True = stop
+        (on every process: the main process's decision)."""
+        if not self.stop_after:
             return False
-        from finemem.audit import audit_run, summarize
-        from finemem.integrations.callback import online_streak
-        from finemem.store import Store
-
-        audit_run(self.run_dir, progress=False)
-        s = summarize(self.run_dir)
-        if self.logging:
-            with Store(self.run_dir / "results.sqlite") as store:
-                rows = store.metrics(checkpoint=name)
-            self.acc.log({f"finemem/{r['split']}/{r['name']}": r["value"] for r in rows
-                          if r["split"] != "*" and not r["setting"]}, step=step)
-        labels = [lab.label for lab in s.labels]
-        streak = online_streak(labels) if s.graded else 0
-        if streak < self.stop_after:
-            return False
-        info = {"step": step, "checkpoint": name, "overmemorized_in_a_row": streak,
-                "ship": s.recommendation.name, "why": s.recommendation.explanation}
-        from finemem.io import write_json_atomic
-
-        write_json_atomic(self.run_dir / STOPPED, info)
-        return True
+        v = audit_checkpoint(self.run_dir, name, step=step, stop_after=self.stop_after)
+        if v is not None and self.logging:
+            self.acc.log(v.metrics, step=step)
+        return shared_stop(v)
 
     def close(self) -> None:
         if self.logging:

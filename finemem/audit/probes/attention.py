@@ -13,15 +13,13 @@ entropy); the probe reports the sign it measures, whatever it is.
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 from pydantic import Field
 
 from finemem.audit import measures
 from finemem.audit.probes import Probe, get_probe, register_probe
 from finemem.config import Section
-from finemem.engine.attention import STATS, attention_stats
+from finemem.metrics.attention import STATS
 from finemem.metrics.extraction import spearman_ci
 
 METRIC = {"entropy": "attention_entropy", "max_weight": "attention_max_weight",
@@ -47,16 +45,17 @@ class Attention(Probe):
         ext = get_probe("extraction")(ctx.cfg.audit.section("extraction"))
         ext.prepare(ctx)  # the same members, prefixes and suffixes
         self.items = ext.items["members"]
+        self.setting = ext.pair_setting()
         self.inputs = [[i.id, i.prefix, i.suffix] for i in self.items]
 
     def run(self, ctx, ref, model) -> None:
         ctx.phase("attention statistics")
         ids = [i.id for i in self.items]
-        stats = attention_stats(model, [(i.prefix, i.suffix) for i in self.items],
-                                prompt_lens=[len(i.prefix) for i in self.items])
+        stats = ctx.attention(ref, model, ids, [(i.prefix, i.suffix) for i in self.items],
+                              prompt_lens=[len(i.prefix) for i in self.items],
+                              setting=self.setting)
         arr = np.stack(stats)  # (n, layers, heads, 3)
-        ctx.store.put_examples((ref.content_hash, i, "members/attention", "value",
-                                json.dumps(a.round(6).tolist())) for i, a in zip(ids, stats))
+        ctx.put_values(ref, "members", "attention", ids, [a.round(6).tolist() for a in stats])
         mem = ctx.get_examples(ref, "members", self.cfg.memorization)
         y = np.array([mem.get(i, np.nan) for i in ids], dtype=float)
         ok = ~np.isnan(y)

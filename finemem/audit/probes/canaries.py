@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from finemem.audit import measures
-from finemem.audit.attacks import attack_scores, base_scores, refused_fprs, separation
+from finemem.audit.attacks import attack_scores, refused_fprs, separation
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 from finemem.metrics.membership import exposure_per_canary
@@ -73,7 +73,7 @@ class CanariesProbe(Probe):
         base = None
         attacks = list(dict.fromkeys([*c.attacks, c.audit_attack]))
         if {"reference", "rmia"} & set(attacks):
-            base = base_scores(ctx, ref, model, self.examples, loss_on="completion")
+            base = ctx.base_scores(ref, model, self.examples, loss_on="completion")
         twin = np.array([not x.inserted for x in self.cans])
         fam = np.array([x.family for x in self.cans])
         tier = np.array([x.tier for x in self.cans])
@@ -111,13 +111,12 @@ class CanariesProbe(Probe):
         (in: inserted, out: the twins of that tier)."""
         from finemem.metrics.membership import ATTACKS
         from finemem.metrics.privacy_audit import epsilon_lower_bound
-        from finemem.privacy import read_dp
 
         at = np.array([x.audit_tier for x in self.cans])
         if not at.any():
             return
         c = self.cfg
-        dp = read_dp(ctx.run_dir)
+        dp = ctx.dp_record()
         delta = float(dp["delta"]) if dp else 0.0
         for t in sorted(set(at[at > 0].tolist())):
             sel = at == t

@@ -21,13 +21,11 @@ and non-members (a held-out split of the same task, or audit.nonmembers):
 
 from __future__ import annotations
 
-import json
 import random
 
 import numpy as np
 from pydantic import Field, model_validator
 
-from finemem import engine
 from finemem.audit import measures
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
@@ -54,14 +52,21 @@ class ExtractionConfig(Section):
     samples: int = Field(0, ge=0, description="also draw this many sampled continuations per "
                          "prefix (0 = greedy only): sampled_extraction_rate = share of texts "
                          "one of them reproduces exactly")
-    temperature: float = Field(1.0, gt=0.0)
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    temperature: float = Field(1.0, gt=0.0, description="temperature of the sampled "
+                                                         "continuations")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus cut-off of the samples")
     candidates: int = Field(10, gt=0, description="BM25 top-k training texts per generation")
     verbatim_chars: int = Field(50, gt=0, description="shared run that makes a match verbatim")
-    idea_span_ratio: float = Field(2.0, ge=1.0)
-    idea_similarity: float = Field(0.6, ge=-1.0, le=1.0)
-    paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0)
-    min_alignment: float = Field(40.0, ge=0.0, le=100.0)
+    idea_span_ratio: float = Field(2.0, ge=1.0, description="'idea' when the aligned source "
+                                   "span is at least this many times longer than the "
+                                   "generation ...")
+    idea_similarity: float = Field(0.6, ge=-1.0, le=1.0, description="... and the generation's "
+                                   "embedding is at least this close to that span")
+    paraphrase_similarity: float = Field(0.75, ge=-1.0, le=1.0, description="else "
+                                         "'paraphrase' when the generation is at least this "
+                                         "close to a candidate's aligned span")
+    min_alignment: float = Field(40.0, ge=0.0, le=100.0, description="candidates aligned "
+                                 "below this fuzzy score (0-100) are not compared by meaning")
     max_spans: int = Field(3, gt=0, description="best-aligned candidates compared by meaning")
     length_bins: list[int] = Field([64, 128, 256], min_length=1,
                                    description="edges (tokens of the trained text) of the "
@@ -108,10 +113,8 @@ class Extraction(Probe):
     def prepare(self, ctx) -> None:
         c = self.cfg
         # The attention probe prepares the same items: load and cut them once per audit.
-        key = ("extraction-items", c.model_dump_json())
-        if key not in ctx._memo:
-            ctx._memo[key] = self._load(ctx)
-        self.items, self.skipped, self.corpus, sampled = ctx._memo[key]
+        self.items, self.skipped, self.corpus, sampled = ctx.once(
+            ("extraction-items", c.model_dump_json()), lambda: self._load(ctx))
         if not self.items["members"]:
             longest = max(len(self._encode(ctx, e).target) for e, _ in sampled)
             raise UserError(
@@ -128,19 +131,18 @@ class Extraction(Probe):
                        len(self.corpus)]
         self._index = None
         self._emb: dict[str, np.ndarray] = {}
-        self._store = ctx.store
+        self._ctx = ctx
         self._controls = None
 
     def _load(self, ctx):
         """(items per set, skipped per set, the training texts as trained for BM25, the
         sampled members)."""
-        from finemem.audit.members import members, nonmembers, seeded_sample
+        from finemem.audit.members import seeded_sample
 
         c = self.cfg
-        everyone = members(ctx.run_dir, ctx.cfg, ctx.tokenizer)
-        sampled = seeded_sample(everyone, c.members, c.seed)  # = members(..., n=c.members, seed=...)
-        non = nonmembers(ctx.cfg, ctx.tokenizer, n=c.nonmembers, seed=c.seed,
-                         members=[e for e, _ in everyone])
+        everyone = ctx.members()
+        sampled = seeded_sample(everyone, c.members, c.seed)  # = ctx.members(n=..., seed=...)
+        non = ctx.nonmembers(n=c.nonmembers, seed=c.seed)
         items = {"members": self._items(ctx, sampled),
                  "nonmembers": self._items(ctx, [(e, 0) for e in non])}
         skipped = {"members": len(sampled) - len(items["members"]),
@@ -182,18 +184,12 @@ class Extraction(Probe):
         texts = [t.strip() for t in texts]
         new = sorted({t for t in texts if t not in self._emb})
         if new:
-            key = f"embed:{self.cfg.encoder or 'all-MiniLM-L6-v2'}"
+            space = f"embed:{self.cfg.encoder or 'all-MiniLM-L6-v2'}"
             hashes = {t: hashlib.sha256(t.encode()).hexdigest()[:32] for t in new}
-            stored = self._store.get_examples(key, "embedding", "vec", list(hashes.values()))
-            for t in new:
-                if hashes[t] in stored:
-                    self._emb[t] = np.frombuffer(stored[hashes[t]], dtype=np.float32)
-            missing = [t for t in new if t not in self._emb]
-            if missing:
-                vecs = self._encode_texts(missing).astype(np.float32)
-                self._emb.update(zip(missing, vecs))
-                self._store.put_examples((key, hashes[t], "embedding", "vec", v.tobytes())
-                                         for t, v in zip(missing, vecs))
+            text_of = {h: t for t, h in hashes.items()}
+            got = self._ctx.embeddings(space, list(hashes.values()), lambda missing:
+                                       self._encode_texts([text_of[h] for h in missing]))
+            self._emb.update((t, got[hashes[t]]) for t in new)
         return np.array([self._emb[t] for t in texts]) if texts else np.zeros((0, 384))
 
     def _encode_texts(self, texts: list[str]) -> np.ndarray:
@@ -286,6 +282,10 @@ class Extraction(Probe):
                                                           dtype=float)
         return self._controls
 
+    def pair_setting(self) -> str:
+        """The cache key of the (prefix, suffix) pairs' teacher-forced pass."""
+        return f"extract:{self.cfg.prefix_tokens}:{self.cfg.suffix_tokens}"
+
     # ------------------------------------------------------------------ per checkpoint
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
@@ -294,15 +294,13 @@ class Extraction(Probe):
             items = self.items[split]
             ids = [i.id for i in items]
             ctx.phase(f"{split}: teacher-forced pass")
-            scores = engine.score_cached(ctx.store, ref.content_hash,
-                                         f"extract:{c.prefix_tokens}:{c.suffix_tokens}", model,
-                                         ids, [(i.prefix, i.suffix) for i in items])
+            scores = ctx.score_tokens(ref, model, ids, [(i.prefix, i.suffix) for i in items],
+                                      setting=self.pair_setting())
             flags = [s.correct for s in scores]
             ctx.phase(f"{split}: greedy generation")
-            gens = engine.generate_cached(ctx.store, ref.content_hash,
-                                          f"extract:{c.prefix_tokens}", model, ctx.tokenizer,
-                                          ids, [i.prefix for i in items],
-                                          max_new_tokens=c.generate_tokens or c.suffix_tokens)
+            gens = ctx.generate_tokens(ref, model, ids, [i.prefix for i in items],
+                                       setting=f"extract:{c.prefix_tokens}",
+                                       max_new_tokens=c.generate_tokens or c.suffix_tokens)
             texts = [g[0].text for g in gens]
             ctx.phase(f"{split}: text scores and categories")
             sc = self.text_scores(texts, items)
@@ -314,10 +312,10 @@ class Extraction(Probe):
             per[split] = sc
             if c.samples:
                 ctx.phase(f"{split}: {c.samples} samples each")
-                tries = engine.generate_cached(
-                    ctx.store, ref.content_hash, f"extract:{c.prefix_tokens}", model,
-                    ctx.tokenizer, ids, [i.prefix for i in items], do_sample=True, n=c.samples,
-                    temperature=c.temperature, top_p=c.top_p, max_new_tokens=c.suffix_tokens)
+                tries = ctx.generate_tokens(
+                    ref, model, ids, [i.prefix for i in items], setting=f"extract:{c.prefix_tokens}",
+                    do_sample=True, n=c.samples, temperature=c.temperature, top_p=c.top_p,
+                    max_new_tokens=c.suffix_tokens)
                 hits = [np.array([g.token_ids[:len(i.suffix)] == i.suffix for g in gs])
                         for i, gs in zip(items, tries)]
                 st = measures.rate_stat(np.array([h.any() for h in hits]))
@@ -331,8 +329,7 @@ class Extraction(Probe):
             for what, vals in (("category", labels), ("category_any_source", anyw),
                                ("generation", texts), ("length", [i.length for i in items]),
                                ("true_suffix", [i.suffix_text for i in items])):
-                ctx.store.put_examples((ref.content_hash, i, f"{split}/{what}", "value",
-                                        json.dumps(v)) for i, v in zip(ids, vals))
+                ctx.put_values(ref, split, what, ids, vals)
             self._put_set(ctx, ref, split, sc, items)
         self._put_excess(ctx, ref, per)
         for split, sc in self.controls().items():

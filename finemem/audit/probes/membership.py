@@ -22,7 +22,7 @@ import numpy as np
 from pydantic import Field
 
 from finemem.audit import measures
-from finemem.audit.attacks import attack_scores, base_scores, refused_fprs, separation
+from finemem.audit.attacks import attack_scores, refused_fprs, separation
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 from finemem.metrics.membership import ATTACKS
@@ -51,7 +51,6 @@ class Membership(Probe):
     description = "membership inference: 6 attacks, AUC and TPR at low FPR with intervals"
 
     def prepare(self, ctx) -> None:
-        from finemem.audit.members import members, nonmembers
         from finemem.errors import UserError
 
         c = self.cfg
@@ -59,10 +58,8 @@ class Membership(Probe):
         if bad:
             raise UserError(f"every FPR must be in (0, 1); got {bad[0]}",
                             field="audit.membership.fprs")
-        self.mem = [e for e, _ in members(ctx.run_dir, ctx.cfg, ctx.tokenizer, n=c.members,
-                                          seed=c.seed)]
-        self.non = nonmembers(ctx.cfg, ctx.tokenizer, n=c.nonmembers, seed=c.seed,
-                              members=self.mem)
+        self.mem = [e for e, _ in ctx.members(n=c.members, seed=c.seed)]
+        self.non = ctx.nonmembers(n=c.nonmembers, seed=c.seed, members=self.mem)
         self.loss_on = ctx.cfg.data.loss_on
         self.refused = refused_fprs(c.fprs, len(self.non))
         if self.refused:
@@ -85,7 +82,7 @@ class Membership(Probe):
         base = None
         if {"reference", "rmia"} & set(c.attacks):
             ctx.phase("membership: base scores")
-            base = base_scores(ctx, ref, model, exs, loss_on=self.loss_on)
+            base = ctx.base_scores(ref, model, exs, loss_on=self.loss_on)
         keep = np.array([len(s) > 0 for s in scores])
         n_mem = len(self.mem)
         pop = np.flatnonzero(keep[n_mem:]) + n_mem

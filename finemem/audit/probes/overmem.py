@@ -35,8 +35,9 @@ class OvermemConfig(Section):
     max_new_tokens: int = Field(96, gt=0, description="longest generation")
     diversity_prompts: int = Field(64, ge=0, description="test prompts sampled for diversity")
     k_samples: int = Field(8, gt=1, description="samples per prompt for pass@k and diversity")
-    temperature: float = Field(1.0, gt=0)
-    top_p: float = Field(1.0, gt=0, le=1.0)
+    temperature: float = Field(1.0, gt=0, description="sampling temperature for the diversity "
+                                                      "samples")
+    top_p: float = Field(1.0, gt=0, le=1.0, description="nucleus sampling cut-off")
     embedding_dispersion: bool = Field(True, description="MiniLM dispersion of samples")
     underfit_frac: float = Field(_RULE.underfit_frac, gt=0, le=1,
                                  description="underfit below this share of the best accuracy")

@@ -46,14 +46,6 @@ class RelaxedConfig(Section):
         return sorted(set(self.thresholds) | {self.threshold})
 
 
-def cosines(store, content_hash: str, split: str) -> dict[str, float]:
-    """The extraction probe's per-example cosines of one checkpoint and set: id -> cosine."""
-    import json
-
-    raw = store.get_examples(content_hash, f"{split}/embedding_cosine", "value")
-    return {i: float(json.loads(v)) for i, v in raw.items()}
-
-
 @register_probe("relaxed")
 class Relaxed(Probe):
     Config = RelaxedConfig
@@ -69,7 +61,7 @@ class Relaxed(Probe):
     def run(self, ctx, ref, model) -> None:
         per = {}
         for split in SETS:
-            cos = cosines(ctx.store, ref.content_hash, split)
+            cos = {i: float(v) for i, v in ctx.get_examples(ref, split, "embedding_cosine").items()}
             if not cos:
                 raise UserError(f"no extraction cosines stored for {ref.name} ({split}); run "
                                 "`finemem audit RUN_DIR --probes extraction,relaxed`",

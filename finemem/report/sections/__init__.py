@@ -64,22 +64,29 @@ class SectionSpec:
     template: str
     fn: Callable
     scope: str  # "run" | "compare"
+    probes: tuple[str, ...] = ()  # the probes whose results it shows
+    terminal: Callable | None = None  # terminal(run, console) -> bool: the headline printed
+                                      # after `finemem audit --probes <one of probes>`
 
 
 SECTIONS: dict[str, SectionSpec] = {}
 
 
 def register_section(name: str, *, title: str, order: int = 50, template: str,
-                     scope: str = "run"):
+                     scope: str = "run", probes: tuple[str, ...] = (),
+                     terminal: Callable | None = None):
     """Register a report section: `fn(run) -> dict | None` (scope "run") or
-    `fn(runs) -> dict | None` (scope "compare"); `template` is its Jinja2 text."""
+    `fn(runs) -> dict | None` (scope "compare"); `template` is its Jinja2 text. A probe's
+    section names the probe(s) in `probes` and gives `terminal(run, console) -> bool`, its
+    headline in the terminal (False when the run has nothing to show)."""
     if scope not in ("run", "compare"):
         raise ValueError(f"section '{name}': scope must be 'run' or 'compare'")
 
     def deco(fn):
         if name in SECTIONS and SECTIONS[name].fn is not fn:
             raise ValueError(f"report section '{name}' is registered twice")
-        SECTIONS[name] = SectionSpec(name, title, order, template, fn, scope)
+        SECTIONS[name] = SectionSpec(name, title, order, template, fn, scope, tuple(probes),
+                                     terminal)
         return fn
     return deco
 
@@ -95,5 +102,24 @@ def sections(scope: str = "run") -> list[SectionSpec]:
                   key=lambda s: (s.order, s.name))
 
 
-__all__ = ["SECTIONS", "RunData", "SectionSpec", "load_sections", "matched_pair",
+def print_probe_summaries(run_dir, probes: list[str], console=None) -> list[str]:
+    """Print the terminal headline of every section that shows one of `probes`, in report
+    order; returns the sections printed."""
+    from rich.console import Console
+
+    console = console or Console()
+    shown = []
+    run = RunData.open(run_dir)
+    try:
+        for spec in sections("run"):
+            if spec.terminal is not None and set(spec.probes) & set(probes):
+                if spec.terminal(run, console):
+                    shown.append(spec.name)
+                    console.print("")
+    finally:
+        run.close()
+    return shown
+
+
+__all__ = ["SECTIONS", "print_probe_summaries", "RunData", "SectionSpec", "load_sections", "matched_pair",
            "register_section", "sections"]

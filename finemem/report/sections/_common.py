@@ -13,21 +13,16 @@ Everything here reads the run folder and its results store; nothing loads a mode
 from __future__ import annotations
 
 import difflib
-import json
 import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from finemem.store import Store
+from finemem.run import BASE, RunFolder
+from finemem.store import CheckpointRow, GenerationRecord, Store
 
-BASE = "step-000000"
-
-
-def _parse_setting(setting: str) -> dict:
-    from finemem.audit.summary import parse_setting
-
-    return parse_setting(setting)
+__all__ = ["BASE", "Grid", "RunData", "ci", "interval", "last_with", "matched_pair", "num",
+           "settings_text"]
 
 
 @dataclass
@@ -37,49 +32,32 @@ class RunData:
     config: object | None          # RunConfig, None when config.yaml cannot be read
     summary: object | None         # RunSummary, None when no stage summary can be drawn
     summary_error: str | None      # why there is no summary
-    checkpoints: list[dict]        # base (step 0) + trained checkpoints: name, step, epoch, ...
+    checkpoints: list[CheckpointRow]  # base (step 0) + trained checkpoints + merges
     _metrics: list[dict] = field(default_factory=list, repr=False)
     _memo: dict = field(default_factory=dict, repr=False)
 
     @classmethod
     def open(cls, run_dir: str | Path) -> "RunData":
-        from finemem.audit.summary import summarize
-        from finemem.config import load_config
-        from finemem.engine import list_merges
+        from finemem.analysis.summary import summarize
         from finemem.errors import UserError
 
-        run_dir = Path(run_dir)
-        if not (run_dir / "results.sqlite").is_file():
-            raise UserError("no results store; run `finemem train` and `finemem audit` first",
-                            source=str(run_dir))
+        run = RunFolder(run_dir)
+        run.require_results()
         try:
-            config = load_config(run_dir / "config.yaml")
+            config = run.config
         except UserError:
             config = None
+        store = run.open_store()
         summary, error = None, None
         try:
-            summary = summarize(run_dir)
+            summary = summarize(run.path, store=store)
         except (UserError, ValueError) as e:
             error = str(e)
-        store = Store(run_dir / "results.sqlite")
         if summary is None and not store.metrics(split="test", name="perplexity"):
-            error = (f"the stage table needs the default probes; run `finemem audit {run_dir}` "
+            error = (f"the stage table needs the default probes; run `finemem audit {run.path}` "
                      "(the probes run so far do not recommend a checkpoint)")
-        ckpts = [{"name": BASE, "step": 0, "epoch": 0.0, "kind": "base",
-                  "content_hash": None}] + store.checkpoints()
-        try:
-            ckpts += [{"name": m.name, "step": m.step, "epoch": m.epoch, "kind": "merge",
-                       "content_hash": m.content_hash} for m in list_merges(run_dir)]
-        except (UserError, OSError, ValueError):
-            pass
-        metrics = []
-        for r in store.metrics():
-            if r["split"] == "*":
-                continue  # done-keys
-            r["settings"] = _parse_setting(r["setting"])
-            r["key"] = f"{r['split']}/{r['name']}"
-            metrics.append(r)
-        return cls(run_dir, store, config, summary, error, ckpts, metrics)
+        metrics = [r.as_dict() for r in store.metrics() if r.split != "*"]  # "*": done-keys
+        return cls(run.path, store, config, summary, error, run.checkpoints(store), metrics)
 
     def close(self) -> None:
         self.store.close()
@@ -88,27 +66,20 @@ class RunData:
     def name(self) -> str:
         return self.run_dir.resolve().name
 
-    def checkpoint(self, name: str) -> dict | None:
-        return next((c for c in self.checkpoints if c["name"] == name), None)
+    def checkpoint(self, name: str) -> CheckpointRow | None:
+        return next((c for c in self.checkpoints if c.name == name), None)
 
     def content_hash(self, name: str) -> str | None:
-        """The content hash of a checkpoint's weights (the key of its per-example rows); for
-        the base, the hash the engine recorded (None when the base folder is gone)."""
+        """The content hash of a checkpoint's weights (the key of its per-example rows); None
+        for the base when its hash was never stored and its folder is gone."""
         c = self.checkpoint(name)
-        if c is None:
-            return None
-        if c["content_hash"] is None and c["kind"] == "base":
-            key = ("base_hash",)
-            if key not in self._memo:
-                self._memo[key] = _base_hash(self)
-            return self._memo[key]
-        return c["content_hash"]
+        return None if c is None else c.content_hash
 
     # metrics ---------------------------------------------------------------------------
     def metric_rows(self, *, split: str | None = None, name: str | None = None,
                     checkpoint: str | None = None) -> list[dict]:
         """Stored per-checkpoint metrics: dicts with checkpoint, split, name, key
-        ("split/name"), settings (dict), value, n, lo, hi."""
+        ("split/name"), settings (dict), setting (its JSON), value, n, lo, hi."""
         return [r for r in self._metrics
                 if (split is None or r["split"] == split) and (name is None or r["name"] == name)
                 and (checkpoint is None or r["checkpoint"] == checkpoint)]
@@ -116,37 +87,31 @@ class RunData:
     def checkpoint_order(self) -> list[str]:
         """Checkpoint names that have stored metrics, base first, then by step, merges last."""
         have = {r["checkpoint"] for r in self._metrics}
-        return [c["name"] for c in self.checkpoints if c["name"] in have]
+        return [c.name for c in self.checkpoints if c.name in have]
 
     # per-example rows ------------------------------------------------------------------
     def example_values(self, checkpoint: str, key: str, **settings) -> dict[str, float]:
-        """Per-example values a probe stored with `AuditContext.put_examples` or as "value"
-        rows (key "split/name"): numbers, or strings such as the extraction probe's
+        """Per-example values a probe stored with `AuditContext.put_examples` (key
+        "split/name"): numbers, or strings such as the extraction probe's
         "members/generation" and "members/true_suffix"; {} when absent."""
-        from finemem.audit.context import setting_key
-
         chash = self.content_hash(checkpoint)
         if chash is None:
             return {}
-        full = key + (f"|{setting_key(**settings)}" if settings else "")
-        return {i: json.loads(v) for i, v in self.store.get_examples(chash, full, "value").items()}
+        split, _, name = key.partition("/")
+        return self.store.get_values(chash, split, name, settings or None)
 
     def generations(self, checkpoint: str) -> dict[str, str]:
-        """Cached greedy generations of a checkpoint, {example id: text} (rows holding one
-        continuation; sampled rows hold k). {} when absent."""
+        """Cached greedy generations of a checkpoint, {example id: text} (the first setting
+        that holds one continuation; sampled rows hold k). {} when absent."""
         chash = self.content_hash(checkpoint)
         if chash is None:
             return {}
         out: dict[str, str] = {}
-        cur = self.store.db.execute("SELECT example_id, data FROM example_results WHERE "
-                                    "ckpt_hash=? AND kind='gen'", (chash,))
-        for eid, blob in cur:
-            try:
-                gens = json.loads(blob)["gens"]
-            except (ValueError, KeyError, TypeError):
-                continue
-            if len(gens) == 1 and eid not in out:
-                out[eid] = gens[0][1]
+        for eid, per_setting in self.store.generations(chash).items():
+            one: list[GenerationRecord] | None = next(
+                (g for g in per_setting if len(g) == 1), None)
+            if one is not None:
+                out[eid] = one[0].text
         return out
 
     def examples(self, split: str) -> dict[str, object]:
@@ -158,23 +123,6 @@ class RunData:
         return self._memo[key]
 
 
-def _base_hash(run: RunData) -> str | None:
-    from finemem.engine.checkpoints import base_content_hash
-
-    base = next((c.get("path") for c in run.checkpoints if c["kind"] not in ("base", "merge")),
-                None)
-    if base is None:
-        return None
-    meta = Path(base) / "finemem_ckpt.json"
-    try:
-        model = json.loads(meta.read_text("utf-8"))["base_model"]
-    except (OSError, ValueError, KeyError):
-        return None
-    if not Path(model).is_dir():
-        return None
-    return base_content_hash(model)
-
-
 def _load_examples(run: RunData, split: str) -> dict:
     from finemem.errors import UserError
 
@@ -183,7 +131,7 @@ def _load_examples(run: RunData, split: str) -> dict:
     try:
         from finemem.models.load import load_tokenizer
 
-        tok = load_tokenizer(str(run.run_dir / "tokenizer"))
+        tok = load_tokenizer(str(RunFolder(run.run_dir).tokenizer_dir))
         if split == "train":
             from finemem.data.loaders import load_examples
 
@@ -196,6 +144,32 @@ def _load_examples(run: RunData, split: str) -> dict:
     except (UserError, OSError, ValueError):
         return {}
     return {str(e.id): e for e in exs}
+
+
+@dataclass
+class Grid:
+    """A table a section computes once and shows twice: in the terminal after `finemem audit`
+    (`finemem.report.tables.print_grid`) and in the HTML report (the `grid(g)` macro)."""
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def ci(row: dict | None, digits: int = 3) -> str:
+    """A stored metric row as 'value [lo, hi]' ('-' when absent)."""
+    if row is None:
+        return "-"
+    if row.get("lo") is None or row.get("hi") is None:
+        return num(row["value"], digits)
+    return f"{num(row['value'], digits)} [{num(row['lo'], digits)}, {num(row['hi'], digits)}]"
+
+
+def last_with(run: RunData, **filters) -> str | None:
+    """The last checkpoint (in training order, merges last) with a metric matching `filters`."""
+    have = {r["checkpoint"] for r in run.metric_rows(**filters)}
+    order = [c for c in run.checkpoint_order() if c in have]
+    return order[-1] if order else None
 
 
 # formatting helpers ------------------------------------------------------------------------

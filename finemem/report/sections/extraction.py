@@ -36,7 +36,15 @@ uniformly.</p>
 """
 
 
-@register_section("extraction", title="Extraction", order=40, template=TEMPLATE)
+def terminal(run, console) -> bool:
+    """The extraction table (members against the non-member floor) and the controls."""
+    from finemem.report.extraction_table import print_extraction
+
+    return print_extraction(run.run_dir, console, store=run.store)
+
+
+@register_section("extraction", title="Extraction", order=40, template=TEMPLATE,
+                  probes=("extraction",), terminal=terminal)
 def extraction(run):
     from finemem.analysis.extraction import excess, extraction_rows
 

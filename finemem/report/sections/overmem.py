@@ -40,8 +40,24 @@ colours.</figcaption></figure>
 """
 
 
+def terminal(run, console) -> bool:
+    """The stage table and the recommendation; the plots written to RUN_DIR/report/."""
+    from finemem.errors import UserError
+    from finemem.report.plots import write_plots
+    from finemem.report.tables import print_summary
+
+    if not run.metric_rows(split="test", name="perplexity"):
+        return False  # no likelihood results: no stage table
+    if run.summary is None:
+        raise UserError(run.summary_error or "no stage summary", source=str(run.run_dir))
+    print_summary(run.summary, console)
+    console.print(f"plots: {write_plots(run.summary, run.run_dir / 'report')}", highlight=False,
+                  soft_wrap=True)
+    return True
+
+
 @register_section("overmem", title="Learning dynamics and stages", order=10,
-                  template=TEMPLATE)
+                  template=TEMPLATE, probes=("likelihood", "overmem"), terminal=terminal)
 def overmem(run):
     from finemem.report.plots import dynamics_figure, diversity_figure, figure_data_uri
     from finemem.report.tables import _columns

@@ -1,6 +1,7 @@
 """Report section: the privacy audit. The one-run epsilon lower bound of every audited
 checkpoint (canaries probe, coin-flip canaries) beside the epsilon the DP accountant promised
-for it (RUN_DIR/dp.json), and the run's DP settings and caveats."""
+for it (RUN_DIR/dp.json), and the run's DP settings and caveats. `finemem audit` prints the
+epsilon spent and the last audited checkpoint's bound after the likelihood or canaries probe."""
 
 from __future__ import annotations
 
@@ -23,10 +24,22 @@ any smaller epsilon, at that confidence; it never says how much the run leaks at
 """
 
 
-@register_section("privacy", title="Privacy audit", order=60, template=TEMPLATE)
+def terminal(run, console) -> bool:
+    """The epsilon the accountant says each checkpoint spent (DP runs) and the audit's bound
+    beside the promise at the last audited checkpoint."""
+    from finemem.analysis.privacy import audit_lines, dp_line
+
+    lines = [x for x in [dp_line(run.run_dir), *audit_lines(run.run_dir)] if x]
+    for line in lines:
+        console.print(line, highlight=False, soft_wrap=True)
+    return bool(lines)
+
+
+@register_section("privacy", title="Privacy audit", order=60, template=TEMPLATE,
+                  probes=("likelihood", "canaries"), terminal=terminal)
 def privacy(run):
     from finemem.analysis.privacy import audit_rows, dp_line
-    from finemem.privacy import read_dp
+    from finemem.run.privacy import read_dp
 
     rows = audit_rows(run.run_dir)
     if not rows:

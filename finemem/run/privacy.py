@@ -1,5 +1,6 @@
 """The run folder's record of differential privacy, RUN_DIR/dp.json (written by
-`finemem.train.dp`, read by the canaries probe, `recommend` and `compare`).
+`finemem.train.dp` through `write_dp`, read by the canaries probe through its context,
+`recommend`, `compare` and the report).
 
 Usage:
     rec = read_dp(run_dir)          # None for a run trained without training.dp
@@ -16,18 +17,23 @@ import json
 from pathlib import Path
 
 from finemem.errors import UserError
-
-DP_FILE = "dp.json"
+from finemem.io import write_json_atomic
+from finemem.run.folder import RunFolder
 
 
 def read_dp(run_dir: str | Path) -> dict | None:
-    path = Path(run_dir) / DP_FILE
+    path = RunFolder(run_dir).dp_file
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise UserError(f"damaged DP record ({e.msg})", source=str(path), row=e.lineno) from None
+
+
+def write_dp(run_dir: str | Path, rec: dict) -> None:
+    """Replace RUN_DIR/dp.json with `rec`, atomically."""
+    write_json_atomic(RunFolder(run_dir).dp_file, rec)
 
 
 def epsilon_at(run_dir: str | Path, checkpoint: str) -> float | None:

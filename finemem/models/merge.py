@@ -1,7 +1,7 @@
 """Two-point checkpoint merging: w = alpha * w_a + (1 - alpha) * w_b (paper 1's mitigation).
 
 Usage:
-    from finemem.analysis.merge import merge_checkpoints
+    from finemem.models.merge import merge_checkpoints
     merge_checkpoints("runs/x/ckpt-300", "runs/x/ckpt-1000", "runs/x/merged-300-1000", alpha=0.5)
 
 A checkpoint folder holds either a full model (``model.safetensors``) or a peft LoRA adapter
