@@ -106,6 +106,12 @@ class Canaries(_Strict):
                                               "a TPR at 1% FPR)")
     length: int = Field(8, gt=1, le=64, description="secret length in words / tokens")
     seed: int = Field(0, description="which canaries are drawn")
+    # issue 21 hook: the one-run privacy audit's design (finemem/metrics/privacy_audit.py)
+    inclusion: Literal["tiers", "half"] = Field(
+        "tiers", description="'tiers': per_tier canaries per tier are inserted and the twins "
+        "never; 'half': each of the per_tier * len(tiers) + twins candidates per family is "
+        "inserted with probability 1/2 (seeded; tiers assigned in turn), the design of the "
+        "one-run privacy audit (an epsilon lower bound)")
 
     @field_validator("tiers", "families")
     @classmethod
@@ -128,6 +134,14 @@ class DataConfig(_Strict):
                                                  "examples")
     canaries: Canaries | None = Field(None, description="secrets planted in the training data "
                                                        "(`finemem canaries add`)")
+    # --- issue 21 hook: deduplication (finemem/data/dedup.py) ---
+    dedup: Literal["none", "exact", "near"] = Field(
+        "none", description="remove repeated training texts before training (after "
+        "data.duplication, before canaries): 'exact' by normalized hash, 'near' also by "
+        "MinHash LSH over character 5-grams")
+    dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="near: Jaccard similarity "
+                                   "at and above which two texts are duplicates")
+    # --- end issue 21 hook ---
     max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
@@ -147,6 +161,23 @@ class LoraSettings(_Strict):
         "default", description="'default' = attention + MLP projections of Llama-style models "
                                "(other architectures: peft's default for the model type, e.g. "
                                "GPT-2 c_attn); 'all-linear'; or a list of module names")
+
+
+class DPSettings(_Strict):
+    """Differentially private fine-tuning with Opacus (DP-SGD; finemem/train/dp.py)."""
+    epsilon: float = Field(8.0, gt=0, description="target epsilon at the end of training; the "
+                           "noise multiplier is calibrated to reach it")
+    delta: Literal["auto"] | float = Field(
+        "auto", description="target delta; 'auto' = 1 / (10 n), n = training rows")
+    max_grad_norm: float = Field(1.0, gt=0, description="per-sample gradient clipping norm")
+    accountant: Literal["prv", "rdp", "gdp"] = Field("prv", description="Opacus accountant")
+
+    @field_validator("delta")
+    @classmethod
+    def _delta(cls, v):
+        if not isinstance(v, str) and not 0 < v < 1:
+            raise ValueError("delta must be 'auto' or a number between 0 and 1 (e.g. 1e-5)")
+        return v
 
 
 class TrainingConfig(_Strict):
@@ -182,6 +213,9 @@ class TrainingConfig(_Strict):
         "this many consecutive over-memorized checkpoints (the stage rule, applied online)")
     compile: bool = Field(False, description="torch.compile the model (accelerate's dynamo "
                                              "backend 'inductor')")
+    # issue 21 hook: DP-SGD (finemem/train/dp.py)
+    dp: DPSettings | None = Field(None, description="train with differential privacy (Opacus "
+                                  "DP-SGD, Poisson sampling); None = no DP")
 
 
 class Section(_Strict):
@@ -287,8 +321,15 @@ class RunConfig(_Strict):
         d["data"].pop("eval", None)  # nor do the evaluation sets
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
+        elif d["data"]["canaries"].get("inclusion") == "tiers":  # issue 21: and these theirs
+            d["data"]["canaries"].pop("inclusion")
+        if d["data"].get("dedup") == "none":  # issue 21: runs without dedup keep their digest
+            d["data"].pop("dedup", None)
+            d["data"].pop("dedup_threshold", None)
         if d["training"].get("mixed_precision") == "no":  # runs from before these two
             d["training"].pop("mixed_precision")            # settings keep their digest
+        if d["training"].get("dp", 1) is None:  # issue 21: runs without DP keep their digest
+            d["training"].pop("dp")
         if not d["training"].get("compile"):
             d["training"].pop("compile", None)
         # where metrics are logged and when a watch stops training change no checkpoint

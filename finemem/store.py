@@ -272,6 +272,12 @@ class Store:
                                 [(s, e, l, lr, now) for s, e, l, lr in rows])
             faults.point("store_write")  # a kill here: the transaction rolls back
 
+    def train_time_span(self) -> tuple[float | None, float | None, int]:
+        """(time of the first logged step, of the last, number of logged steps)."""
+        lo, hi, n = self.db.execute("SELECT min(time), max(time), count(*) FROM "
+                                    "train_log").fetchone()
+        return lo, hi, int(n or 0)
+
     def train_log(self) -> list[TrainRow]:
         return [TrainRow(*r) for r in
                 self.db.execute("SELECT step, epoch, loss, lr FROM train_log ORDER BY step")]
@@ -339,6 +345,13 @@ class Store:
         """{example id: value} stored by `put_values` ({} when none)."""
         rows = self.get_examples(ckpt_hash, value_key(split, name, settings), "value", ids)
         return {i: json.loads(v) for i, v in rows.items()}
+
+    def has_values(self, split: str, name: str) -> bool:
+        """Whether any checkpoint has per-example values under split/name (any settings)."""
+        key = value_key(split, name)
+        row = self.db.execute("SELECT 1 FROM example_results WHERE kind='value' AND (setting=? "
+                              "OR setting LIKE ?) LIMIT 1", (key, key + "|%")).fetchone()
+        return row is not None
 
     def value_rows(self) -> list[ValueRow]:
         """Every stored per-example value, by checkpoint hash, key and example id."""

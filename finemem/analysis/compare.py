@@ -437,6 +437,22 @@ def run_compare(paths, *, at: str = "final", out: Path | None = None, threshold:
 
     console = console or Console()
     runs = expand_runs(paths)
+    # issue 21 hook: mitigations (DP, dedup, ...) lined up by leakage and the privacy audit;
+    # runs audited without the extraction probe get this table alone
+    from finemem.analysis import tradeoff
+
+    trade = [tradeoff.tradeoff_row(p, at, lab) for p, lab in zip(runs, _labels(runs))]
+    if any(tradeoff.has_tradeoff(r) for r in trade):
+        if not console.is_terminal:
+            console.width = max(console.width, 200)
+        tradeoff.print_tradeoff(trade, console)
+        out_t = Path(out) if out else Path(runs[0]).parent / "compare"
+        console.print(f"wrote {tradeoff.write_tradeoff_csv(trade, out_t / 'tradeoff.csv')}")
+        png = tradeoff.plot_tradeoff(trade, out_t / "tradeoff.png")
+        if png:
+            console.print(f"wrote {png}")
+        if not all(tradeoff.has_extraction(p) for p in runs):
+            return None
     sides = [load_side(p, at, lab) for p, lab in zip(runs, _labels(runs))]
     if threshold is None:
         threshold = load_config(runs[0] / "config.yaml").audit.section("relaxed").threshold

@@ -98,6 +98,13 @@ class AuditContext:
             members = [e for e, _ in self.members()]
         return nonmembers(self.cfg, n=n, seed=seed, members=members, pool=pool)
 
+    def dp_record(self) -> dict | None:
+        """The run's DP-SGD record (RUN_DIR/dp.json, `finemem.run.privacy`), read once; None
+        for a run trained without training.dp."""
+        from finemem.run.privacy import read_dp
+
+        return self.once("dp", lambda: read_dp(self.run_dir))
+
     def overlap_warnings(self) -> list[str]:
         """One line per eval set that shares examples or prompts with the training data."""
         from finemem.audit.evalsets import overlap_warning

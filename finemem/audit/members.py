@@ -42,7 +42,8 @@ def members(run_dir: str | Path, cfg, tokenizer=None, *, n: int | None = None,
     if not path.is_file():
         raise UserError("run has no manifest.jsonl, so its training examples are unknown; "
                         "train it with `finemem train`", source=str(run_dir))
-    times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)}
+    times = {str(r["id"]): int(r["times_per_epoch"]) for r in read_manifest(path)
+             if int(r["times_per_epoch"]) > 0}  # a row dedup removed wholly was not trained on
     if train is None:
         train = load_examples(cfg.data.train, tokenizer=tokenizer)
     train = [ex for ex in train if str(ex.id) in times]

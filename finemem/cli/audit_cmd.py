@@ -132,7 +132,8 @@ def _incomplete(run_dir: Path) -> None:
 def _show(run_dir: Path, probes: list[str]) -> None:
     """Each probe's headline in the terminal: the sections that registered one for it
     (`finemem.report.sections`: the stage table for likelihood / overmem, the membership
-    table, the canaries per tier, the relaxed threshold curve, extraction, attention)."""
+    table, the canaries per tier, the relaxed threshold curve, extraction, attention, the
+    privacy audit beside the promised epsilon)."""
     from finemem.report.sections import print_probe_summaries
 
     print_probe_summaries(run_dir, probes)

@@ -35,6 +35,9 @@ def add(config: Path,
         twins: int = typer.Option(100, help="never-inserted controls per family (>= 100 for a "
                                             "TPR at 1% FPR)"),
         seed: int = typer.Option(0, help="which canaries are drawn"),
+        inclusion: str = typer.Option("tiers", help="tiers: the canaries in, twins out; half: "
+                                      "each candidate in with probability 1/2, for the "
+                                      "one-run privacy audit (an epsilon lower bound)"),
         out: Optional[Path] = typer.Option(None, help="write the config here (default: CONFIG "
                                                       "itself; comments are not kept)")) -> None:
     """Add a `data.canaries` section (and the `canaries` probe to `audit.probes`) to a run
@@ -53,6 +56,8 @@ def add(config: Path,
     raw.setdefault("data", {})["canaries"] = {
         "families": [f.strip() for f in families.split(",") if f.strip()],
         "tiers": _ints(tiers, "--tiers"), "per_tier": per_tier, "twins": twins, "seed": seed}
+    if inclusion != "tiers":  # issue 21 hook: validated with the rest below
+        raw["data"]["canaries"]["inclusion"] = inclusion
     audit = raw.setdefault("audit", {}) or {}
     raw["audit"] = audit
     probes = audit.get("probes") or resolve_probes(None)
@@ -70,6 +75,13 @@ def add(config: Path,
     write_text_atomic(target, yaml.safe_dump(raw, sort_keys=False))
     c = cfg.data.canaries
     n = c.per_tier * len(c.tiers) * len(c.families)
+    if c.inclusion == "half":
+        m = (c.per_tier * len(c.tiers) + c.twins) * len(c.families)
+        typer.echo(f"wrote {target}: {m} candidate canaries, each inserted with probability "
+                   f"1/2 (seeded), for the one-run privacy audit; `finemem audit` reports the "
+                   f"epsilon lower bound")
+        typer.echo(f"next: finemem train --config {target} && finemem audit {cfg.run_dir}")
+        return
     typer.echo(f"wrote {target}: {n} canaries ({c.per_tier} per family and tier; families "
                f"{', '.join(c.families)}; tiers {', '.join(map(str, c.tiers))} times per "
                f"epoch) and {c.twins * len(c.families)} twins; they are drawn at "
@@ -106,6 +118,13 @@ def show(run_dir: Path, attack: str = typer.Option("loss", help="attack for AUC 
         raise UserError("no canary results; run `finemem audit RUN_DIR --probes canaries`",
                         source=str(run_dir))
     print_grid(grid, Console())
+    from finemem.analysis.privacy import audit_rows  # issue 21 hook: the privacy audit
+
+    for r in audit_rows(run_dir):
+        promised = "no DP" if r["promised"] is None else f"promised {r['promised']:.2f}"
+        typer.echo(f"privacy audit {r['checkpoint']} tier {r['tier']}x: epsilon >= "
+                   f"{r['bound']:.2f} at {100 * r['confidence']:.0f}% ({r['n']} canaries, "
+                   f"{r['attack']}); {promised}")
 
 
 def register(app: typer.Typer) -> None:

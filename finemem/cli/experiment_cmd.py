@@ -68,6 +68,11 @@ def register(app: typer.Typer) -> None:
                   None, help="times per epoch the same seeded subset (data.duplication."
                              "fraction of the examples) is repeated, e.g. 1,4,16 (= --grid "
                              "data.duplication.times=...)"),
+              dp_epsilons: Optional[str] = typer.Option(
+                  None, help="DP-SGD target epsilons, inf = no DP, e.g. 1,8,inf (= --grid "
+                             "training.dp={epsilon: 1},{epsilon: 8},null)"),
+              dedup: Optional[str] = typer.Option(
+                  None, help="deduplication modes, e.g. none,near (= --grid data.dedup=...)"),
               probes: Optional[str] = typer.Option(
                   None, help="probes audited per cell, e.g. relaxed (likelihood is always "
                              "added; default: the config's or the default probes)"),
@@ -86,7 +91,8 @@ def register(app: typer.Typer) -> None:
         from finemem.experiments.sweep import parse_grid, run_sweep, shortcut_specs
 
         specs = shortcut_specs(methods=methods, lrs=lrs, ranks=ranks, alphas=alphas,
-                               sizes=sizes, models=models, duplication=duplication) + \
+                               sizes=sizes, models=models, duplication=duplication,
+                               dp_epsilons=dp_epsilons, dedup=dedup) + \
             list(grid or [])
         if not specs:
             specs = ["training.lr=1e-4,3e-4,1e-3"]

@@ -14,7 +14,10 @@ same way and never inserted):
     under the base model (the `scorer`, which runs the engine), the most perplexing half kept
     and split at random between canaries and twins, so both come from the same distribution.
 Per family there are ``per_tier`` canaries per tier, each seen ``tier`` times per epoch, and
-``twins`` twins. The manifest gets one row per canary (``canary: {family, tier}``); the
+``twins`` twins. With ``inclusion: half`` (the one-run privacy audit's design) each of the
+``per_tier * len(tiers) + twins`` candidates of a family is inserted with probability 1/2 by a
+seeded coin (tiers assigned in turn; `audit_tier` keeps a candidate's tier whether the coin put
+it in or not), and the ones left out are the twins. The manifest gets one row per canary (``canary: {family, tier}``); the
 whole set, twins too, goes to RUN_DIR/canaries.jsonl.
 """
 
@@ -51,6 +54,7 @@ class Canary:
     tier: int          # times per epoch; 0 for a twin (never inserted)
     prompt: str
     completion: str
+    audit_tier: int = 0  # inclusion 'half': the tier of this candidate, in or out; 0 otherwise
 
     @property
     def inserted(self) -> bool:
@@ -120,12 +124,27 @@ def make_canaries(cfg, tokenizer, *, scorer: Callable[[list[Example]], list[floa
             top = sorted(range(len(pairs)), key=lambda i: (-nll[i], i))[: 2 * need]
             pairs = [pairs[i] for i in sorted(rng.sample(top, need))]
         rng.shuffle(pairs)
+        if getattr(cfg, "inclusion", "tiers") == "half":  # issue 21: each in w.p. 1/2
+            out += _coin_candidates(cfg, fam, pairs[:need])
+            continue
         k = 0
         for tier in cfg.tiers:
             for j in range(cfg.per_tier):
                 out.append(Canary(f"canary-{fam}-t{tier}-{j}", fam, tier, *pairs[k]))
                 k += 1
         out += [Canary(f"twin-{fam}-{j}", fam, 0, *pairs[n_can + j]) for j in range(cfg.twins)]
+    return out
+
+
+def _coin_candidates(cfg, fam: str, pairs: list[tuple[str, str]]) -> list[Canary]:
+    """Candidate j gets tier tiers[j % len(tiers)] and is inserted iff its coin (a generator
+    seeded by the canary seed and family, apart from the draws) says so."""
+    coin = random.Random(f"{cfg.seed}:{fam}:coin")
+    out = []
+    for j, pair in enumerate(pairs):
+        tier = cfg.tiers[j % len(cfg.tiers)]
+        out.append(Canary(f"cand-{fam}-t{tier}-{j}", fam, tier if coin.random() < 0.5 else 0,
+                          *pair, audit_tier=tier))
     return out
 
 

@@ -180,7 +180,7 @@ def sweep_configs(config: Path, grid: dict[str, list], out: Path, *,
 # `finemem sweep` shortcuts: flag -> the config key it grids (values as for --grid).
 SHORTCUTS = {"methods": "training.method", "lrs": "training.lr", "ranks": "training.lora.r",
              "alphas": "training.lora.alpha", "models": "model",
-             "duplication": "data.duplication.times"}
+             "duplication": "data.duplication.times", "dedup": "data.dedup"}
 
 
 def shortcut_specs(**flags: str | None) -> list[str]:
@@ -195,6 +195,10 @@ def shortcut_specs(**flags: str | None) -> list[str]:
                             field=flag)
         if flag == "sizes":
             specs.append("model=" + ",".join(f"builtin:{s.strip()}" for s in text.split(",")))
+        elif flag == "dp_epsilons":  # issue 21 hook: inf = no DP (training.dp: null)
+            specs.append("training.dp=" + ",".join(
+                "null" if v.strip().lower() in ("inf", "none") else f"{{epsilon: {v.strip()}}}"
+                for v in text.split(",") if v.strip()))
         else:
             specs.append(f"{SHORTCUTS[flag]}={text}")
     return specs

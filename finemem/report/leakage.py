@@ -116,3 +116,9 @@ def recommend_with_leakage(run_dir: str | Path, max_leakage: str | None, attack:
     shift = blind_shift_note(s.rows + s.merges)
     if shift and has_leakage(rows):
         typer.echo(shift)
+    from finemem.analysis.privacy import audit_lines  # issue 21 hook: the privacy audit
+
+    shipped = pick.row["name"] if pick is not None and pick.row else \
+        getattr(s.recommendation, "name", None)
+    for line in audit_lines(run_dir, shipped):
+        typer.echo(line)

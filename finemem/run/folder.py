@@ -12,6 +12,7 @@ Layout (unchanged since the first run folders; `meta` in the store is the one ad
     merges/             checkpoints written by `finemem merge`
     state/              resume state (finemem.train.checkpoint)
     results.sqlite      the results store (finemem.store)
+    dp.json             the DP-SGD settings and epsilon per checkpoint (finemem.run.privacy)
     report/             plots and the HTML report
 """
 
@@ -26,6 +27,7 @@ from finemem.store import BASE_HASH, CheckpointRow, Store
 
 CONFIG = "config.yaml"
 RESULTS = "results.sqlite"
+DP = "dp.json"
 BASE = "step-000000"  # the name of the base model among a run's checkpoints (step 0)
 
 
@@ -80,6 +82,10 @@ class RunFolder:
     @property
     def results_file(self) -> Path:
         return self.path / RESULTS
+
+    @property
+    def dp_file(self) -> Path:
+        return self.path / DP
 
     @property
     def tokenizer_dir(self) -> Path:

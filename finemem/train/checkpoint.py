@@ -38,8 +38,9 @@ from finemem.run.checkpoints import (CKPT_META, HEAD_KEY, WEIGHT_FILES,  # noqa:
 
 
 def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: str,
-                    base_model: str) -> dict:
-    """Write one checkpoint atomically (temp folder + rename). `model` is unwrapped."""
+                    base_model: str, extra_meta: dict | None = None) -> dict:
+    """Write one checkpoint atomically (temp folder + rename). `model` is unwrapped;
+    `extra_meta` (e.g. the DP epsilon spent) goes into finemem_ckpt.json."""
     ckpt_root = Path(ckpt_root)
     name = checkpoint_name(step)
     final, tmp = ckpt_root / name, ckpt_root / f".tmp-{name}"
@@ -59,7 +60,7 @@ def save_checkpoint(model, ckpt_root: Path, *, step: int, epoch: float, kind: st
     faults.point("ckpt_write")
     chash = content_hash(weight_files(tmp))
     meta = {"step": step, "epoch": epoch, "kind": kind, "base_model": base_model,
-            "content_hash": chash}
+            "content_hash": chash, **(extra_meta or {})}
     write_json_atomic(tmp / CKPT_META, meta)
     publish_dir(tmp, final)  # a replay after a crash re-creates the same checkpoint
     return {"name": name, "path": str(final), "content_hash": chash}

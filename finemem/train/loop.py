@@ -39,6 +39,7 @@ from finemem.models.load import pad_id, quiet_hf  # noqa: F401 (quiet_hf: re-exp
 from finemem.run import RunFolder
 from finemem.store import Store
 from finemem.train import checkpoint as ck
+from finemem.train import dp
 from finemem.train import watch
 from finemem.train.batches import collate, epoch_batches, items_digest
 from finemem.train.loss import causal_lm_loss
@@ -81,6 +82,7 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
     watch.check_trackers(cfg.training.report_to)
     acc = make_accelerator(cfg.device, cfg.training, project_dir=run_dir / "logs")
     ddp.check_train_launch(cfg.training.batch_size, acc.num_processes)
+    dp.check_dp(cfg, num_processes=acc.num_processes)  # issue 21 hook: DP refusals
     if cfg.training.stop_after_overmemorized and acc.num_processes > 1:
         raise UserError("stop_after_overmemorized audits on one process; train with one "
                         "process, or audit afterwards", field="training.stop_after_overmemorized")
@@ -113,6 +115,13 @@ def train(cfg: RunConfig, *, force: bool = False, progress: bool = True) -> dict
             ddp.write_layout(run_dir, cfg, acc, total_steps=trainer.total_steps,
                              steps_per_epoch=trainer.steps_per_epoch,
                              start_step=resumed["step"] if resumed else 0)
+            if trainer.dp is not None:  # issue 21 hook: the DP record and the sampling
+                trainer.dp.write_sampling(run_dir)
+                trainer.dp.record(run_dir)
+                for line in trainer.dp.caveats:
+                    from rich.console import Console
+
+                    Console(stderr=True).print(f"[yellow]training.dp:[/] {line}")
         try:
             trainer.run(resumed)
         except (KeyboardInterrupt, OSError, sqlite3.OperationalError) as e:
@@ -244,6 +253,10 @@ class _Trainer:
         self.stopped_early = False  # by the over-memorization watch (finemem.train.watch)
         self.watch = None
         self.data_digest = items_digest(prep.items)
+        self.dp = None  # issue 21 hook: DP-SGD (finemem/train/dp.py)
+        if self.t.dp is not None:
+            self.dp = dp.DPRun(self.t, n=len(prep.items), total_steps=self.total_steps,
+                               seed=self.t.seed, max_repeat=dp.repeats(prep.items))
         crash = os.environ.get(CRASH_ENV)
         self.crash_after = int(crash) if crash else None
 
@@ -274,19 +287,27 @@ class _Trainer:
             return
         name = ck.checkpoint_name(step)
         epoch = step / self.steps_per_epoch
+        extra = {}  # issue 21 hook: the epsilon this checkpoint spent
+        if self.dp is not None:
+            extra = {"dp_epsilon": self.dp.epsilon(step), "dp_delta": self.dp.delta,
+                     "dp_accountant_history": self.dp.history(step)}
+            optimizer = optimizer.original_optimizer
         ck.write_state(self.run_dir / "state.tmp", optimizer=optimizer, scheduler=scheduler,
                        trainer_state={"step": step, "epoch": epoch, "checkpoint": name,
                                       "total_steps": self.total_steps,
                                       "steps_per_epoch": self.steps_per_epoch,
                                       "done": step == self.total_steps,
                                       "config_digest": self.cfg.digest(),
-                                      "data_digest": self.data_digest})
+                                      "data_digest": self.data_digest, **extra})
         with quiet_hf():
-            info = ck.save_checkpoint(self.acc.unwrap_model(model), self.run_dir / "checkpoints",
+            info = ck.save_checkpoint(self.acc.unwrap_model(dp.unwrap(model)),
+                                      self.run_dir / "checkpoints",
                                       step=step, epoch=epoch, kind=self.kind,
-                                      base_model=self.prep.base_path)
+                                      base_model=self.prep.base_path, extra_meta=extra)
         faults.point("state_swap")
         ck.commit_state(self.run_dir)
+        if self.dp is not None:
+            self.dp.record(self.run_dir, name, step, extra["dp_epsilon"])
         self.store.add_checkpoint(name, step=step, epoch=epoch, path=str(Path(info["path"])
                                                                          .resolve()),
                                   kind=self.kind, content_hash=info["content_hash"])
@@ -308,7 +329,10 @@ class _Trainer:
                                   num_training_steps=self.total_steps)
         if resumed is not None:
             ck.restore_state(self.run_dir, optimizer=optimizer, scheduler=scheduler)
-        model, optimizer = acc.prepare(model, optimizer)
+        if self.dp is not None:  # issue 21 hook: Opacus wraps instead of accelerate
+            model, optimizer = self.dp.wrap(model, optimizer)
+        else:
+            model, optimizer = acc.prepare(model, optimizer)
         params = [p for p in model.parameters() if p.requires_grad]
         pad = pad_id(self.prep.tokenizer)
         items, spe = self.prep.items, self.steps_per_epoch
@@ -326,7 +350,11 @@ class _Trainer:
                     group = batches[g0:g0 + t.grad_accum]
                     lr = scheduler.get_last_lr()[0]
                     loss_sum = torch.zeros((), device=acc.device)
-                    for j, idx in enumerate(group):
+                    if self.dp is not None:  # issue 21 hook: one Poisson batch per step
+                        loss_sum = self.dp.backward(model, items, step, pad=pad,
+                                                    device=acc.device, training=t)
+                        group = [None] if loss_sum is not None else []
+                    for j, idx in enumerate(group if self.dp is None else []):
                         # this process's slice and loss weight (the whole batch, 1.0, alone)
                         idx, share = ddp.local_share(idx, items, acc.num_processes,
                                                      acc.process_index)
@@ -345,13 +373,14 @@ class _Trainer:
                             else:
                                 acc.backward(loss / len(group))
                         loss_sum += loss.detach()
-                    if t.max_grad_norm is not None:
+                    if t.max_grad_norm is not None and self.dp is None:
                         acc.clip_grad_norm_(params, t.max_grad_norm)
                     optimizer.step()
                     scheduler.step()
                     optimizer.zero_grad(set_to_none=True)
                     step = self.step = step + 1
-                    self.pending.append((step, step / spe, loss_sum / len(group), lr))
+                    if group:  # an empty Poisson batch (DP) has no loss to log
+                        self.pending.append((step, step / spe, loss_sum / len(group), lr))
                     faults.point("train_step")
                     if self._save_due(step):
                         self._save(model, optimizer, scheduler, step)

@@ -72,6 +72,12 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
     eval_warnings = check_eval_sets(cfg, tok, config_source=config_source,
                                     train_examples=examples)
     expanded, manifest = apply_duplication(examples, cfg.data.duplication)
+    if cfg.data.dedup != "none":  # issue 21 hook: deduplication (finemem/data/dedup.py)
+        from finemem.data.dedup import dedup_examples, dedup_manifest
+
+        expanded, removed = dedup_examples(expanded, mode=cfg.data.dedup,
+                                           threshold=cfg.data.dedup_threshold)
+        manifest = dedup_manifest(manifest, removed)
     items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on,
                             max_length=cfg.data.max_length)
     model = load_model(base_path, device=device, dtype=cfg.dtype,
@@ -81,6 +87,10 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
     if cfg.data.canaries is not None:  # planted secrets (the base scores the high-PPL family)
         canaries, items, manifest = _plant_canaries(cfg, tok, model, items, manifest)
     model = apply_method(model, cfg.training)
+    if cfg.training.dp is not None:  # issue 21 hook: a layer Opacus cannot handle, named
+        from finemem.train.dp import check_layers
+
+        check_layers(model)
     return Prepared(base_path=base_path, tokenizer=tok, model=model, items=items,
                     manifest=manifest, eval_warnings=eval_warnings, canaries=canaries)
 

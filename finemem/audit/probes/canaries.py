@@ -7,7 +7,10 @@ never-inserted twins (RUN_DIR/canaries.jsonl; the secret, the completion, is sco
   bootstrap interval (also per family);
 - the greedy-extraction rate (the secret reproduced greedily from its prompt), Wilson interval;
 - each attack's ROC AUC and TPR at each FPR, the tier's canaries against all twins;
-- per canary its mean NLL and exact-extraction flag (for `finemem trajectories`).
+- per canary its mean NLL and exact-extraction flag (for `finemem trajectories`);
+- with `data.canaries.inclusion: half`, per tier the one-run privacy audit's epsilon lower
+  bound (Steinke et al. 2023, `finemem.metrics.privacy_audit`) at `audit_confidence`, against
+  the delta of the run's DP guarantee (RUN_DIR/dp.json; 0 without DP).
 A run trained without canaries is refused with how to rerun.
 """
 
@@ -30,16 +33,26 @@ class CanariesConfig(Section):
     fprs: list[float] = Field([0.01], description="false-positive rates for TPR (twins are the "
                                                   "negatives)")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples for intervals")
+    # issue 21 hook: the one-run privacy audit (inclusion: half)
+    audit_attack: str = Field("reference", description="privacy audit: the attack whose scores "
+                                                       "make the guesses (one needing at most "
+                                                       "the base)")
+    audit_confidence: float = Field(0.95, gt=0, lt=1, description="privacy audit: confidence "
+                                                                  "of the epsilon lower bound")
+    audit_guess_frac: float = Field(0.1, gt=0, le=0.5, description="privacy audit: share of "
+                                    "a tier's candidates guessed 'in' (highest scores) and "
+                                    "the same share 'out' (lowest); fixed before the run")
 
-    @field_validator("attacks")
+    @field_validator("attacks", "audit_attack")
     @classmethod
-    def _known(cls, v: list[str]) -> list[str]:
+    def _known(cls, v: list[str] | str) -> list[str] | str:
         from finemem.errors import UserError
 
         try:
-            return check_attacks(v, answerable={"base"})
+            names = check_attacks([v] if isinstance(v, str) else v, answerable={"base"})
         except UserError as e:
             raise ValueError(e.message) from None
+        return names[0] if isinstance(v, str) else names
 
 
 @register_probe("canaries")
@@ -68,13 +81,14 @@ class CanariesProbe(Probe):
         ctx.phase(f"canaries: scoring {len(self.examples)} canaries and twins")
         scores = ctx.score(ref, model, self.examples, loss_on="completion")
         base = None
-        if "base" in needs_of(list(c.attacks)):
+        attacks = list(dict.fromkeys([*c.attacks, c.audit_attack]))
+        if "base" in needs_of(attacks):
             base = ctx.base_scores(ref, model, self.examples, loss_on="completion")
         twin = np.array([not x.inserted for x in self.cans])
         fam = np.array([x.family for x in self.cans])
         tier = np.array([x.tier for x in self.cans])
         nll = np.array([s.nll_sum for s in scores])
-        s = attack_scores(list(c.attacks), scores, base, [x.completion for x in self.cans],
+        s = attack_scores(attacks, scores, base, [x.completion for x in self.cans],
                           population=np.flatnonzero(twin), k=c.k)
         for t in self.tiers:
             sel = tier == t
@@ -95,8 +109,34 @@ class CanariesProbe(Probe):
                                                      fprs=list(c.fprs), n_boot=c.n_boot):
                     ctx.put(ref, "canaries", name, st.value, n=st.n, lo=st.lo, hi=st.hi,
                             settings={**settings, "tier": int(t)})
+        self._privacy_audit(ctx, ref, s[c.audit_attack], twin)
         ins = np.flatnonzero(~twin)
         ids = [self.cans[i].id for i in ins]
         ctx.put_examples(ref, "canaries", "mean_nll", ids, [scores[i].nll_mean for i in ins])
         ctx.put_examples(ref, "canaries", "exact_greedy_extractable", ids,
                          [float(scores[i].exact) for i in ins])
+
+    def _privacy_audit(self, ctx, ref, score, twin) -> None:
+        """Issue 21 hook: per audit tier, the epsilon lower bound from the coin-flip candidates
+        (in: inserted, out: the twins of that tier)."""
+        from finemem.metrics.membership import ATTACKS
+        from finemem.metrics.privacy_audit import epsilon_lower_bound
+
+        at = np.array([x.audit_tier for x in self.cans])
+        if not at.any():
+            return
+        c = self.cfg
+        dp = ctx.dp_record()
+        delta = float(dp["delta"]) if dp else 0.0
+        for t in sorted(set(at[at > 0].tolist())):
+            sel = at == t
+            ins, outs = score[sel & ~twin], score[sel & twin]
+            if not len(ins) or not len(outs):
+                continue
+            eps = epsilon_lower_bound(ins, outs, guess_frac=c.audit_guess_frac,
+                                      confidence=c.audit_confidence, delta=delta,
+                                      member_when=ATTACKS[c.audit_attack])
+            ctx.put(ref, "canaries", "epsilon_lower_bound", eps, n=int(sel.sum()),
+                    settings={"tier": int(t), "attack": c.audit_attack,
+                              "confidence": c.audit_confidence, "delta": delta,
+                              "guess_frac": c.audit_guess_frac})
