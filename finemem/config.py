@@ -125,7 +125,9 @@ class DataConfig(_Strict):
     duplication: Duplication = Field(default_factory=Duplication)
     canaries: Canaries | None = Field(None, description="secrets planted in the training data "
                                                        "(`finemem canaries add`)")
-    max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
+    max_length: int | None = Field(
+        None, gt=8, description="longest tokenized sequence kept (default: the model's "
+        "context, at most 512 tokens)")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
 
@@ -275,6 +277,8 @@ class RunConfig(_Strict):
             d.pop("run_dir")
         d.pop("audit", None)  # auditing settings do not change the checkpoints
         d["data"].pop("eval", None)  # nor do the evaluation sets
+        if d["data"].get("max_length") is None:  # the default once was a fixed 512: clipping
+            d["data"]["max_length"] = 512          # at min(context, 512) trains the same runs
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
         if d["training"].get("mixed_precision") == "no":  # runs from before these two

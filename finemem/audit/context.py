@@ -43,6 +43,15 @@ class AuditContext:
     _memo: dict = field(default_factory=dict, repr=False)
 
     # data ------------------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """data.max_length as training used it (unset: the model's context, at most 512)."""
+        if "max_length" not in self._memo:
+            from finemem.models.load import run_max_length
+
+            self._memo["max_length"] = run_max_length(self.cfg)
+        return self._memo["max_length"]
+
     def eval_sets(self, extractor: str = "auto", answer_regex: str | None = None) -> dict:
         """The run's eval sets, loaded once per (extractor, regex) for all probes."""
         from finemem.audit.evalsets import eval_sets
@@ -75,7 +84,7 @@ class AuditContext:
     def score(self, ref, model, examples: list[Example], *, loss_on: str = "completion"):
         """Teacher-forced scores of each example's target (the completion, or the whole text
         with loss_on='all'), as trained: one `TokenScores` per example."""
-        pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.cfg.data.max_length)
+        pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.max_length)
                  for ex in examples]
         return engine.score_cached(self.store, ref.content_hash, f"score:{loss_on}", model,
                                    [ex.id for ex in examples],
