@@ -18,6 +18,8 @@ SIGNATURE_DELTA = 0.05  # ... while point accuracy stays within this of the best
 # where the demo measures leakage (besides the checkpoint to ship), for the most accurate
 # checkpoint within the default budget: `finemem audit --checkpoints` syntax
 LEAKAGE_CHECKPOINTS = "every:1"
+LEAKAGE_ATTACKS = ("loss",)  # the leakage line's attack (`finemem audit --probes membership`
+                             # runs all six)
 
 
 def demo_config(run_dir: Path, overrides: dict | None = None):
@@ -127,15 +129,19 @@ def _print_signature(s, console) -> None:
 
 
 def _leakage(run_dir: Path, ship: str, console, *, device, progress) -> None:
-    """The membership probe (loss attack AUC and TPR at 1% FPR, greedy extraction of whole
-    completions) on the checkpoints LEAKAGE_CHECKPOINTS picks and the one to ship, then the
-    leakage line and the most accurate checkpoint within the default budget."""
+    """The membership probe (the loss attack's AUC and TPR at 1% FPR, greedy extraction of
+    whole completions) on the checkpoints LEAKAGE_CHECKPOINTS picks and the one to ship, then
+    the leakage line and the most accurate checkpoint within the default budget."""
     from finemem.analysis.leakage import DEFAULT_BUDGET, leakage_rows, parse_budget, pick_within
     from finemem.audit import audit_run, summarize
     from finemem.report.leakage import ship_leakage_lines
 
+    from finemem.config import load_config
+
+    acfg = load_config(run_dir / "config.yaml", overrides={
+        "audit.membership.attacks": list(LEAKAGE_ATTACKS)}).audit
     audit_run(run_dir, probes=["membership"], device=device, progress=progress,
-              checkpoints=f"{LEAKAGE_CHECKPOINTS},{ship}")
+              checkpoints=f"{LEAKAGE_CHECKPOINTS},{ship}", audit_cfg=acfg)
     s = summarize(run_dir)
     rows = leakage_rows(s, attack="loss")
     pick = pick_within(rows, parse_budget(DEFAULT_BUDGET), graded=s.graded)
