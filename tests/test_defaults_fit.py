@@ -43,6 +43,20 @@ def test_fit_cut():
     assert fit_cut([40, 60, 80, 100, 120] * 2) == (20, 20)  # the 10th percentile: 40
     p, s = fit_cut([1] * 5)
     assert (p, s) == (0, 1)
+    # the loss on the completion: a short completion is extracted whole from its prompt
+    assert fit_cut([11] * 10, prompt_context=True) == (0, 11)
+    assert fit_cut([45] * 10, prompt_context=True) == (23, 22)
+
+
+def test_doctests_of_the_fitting_functions():
+    import doctest
+
+    from finemem.audit.probes import extraction
+    from finemem.models import load
+
+    for mod in (extraction, load):
+        failed, tried = doctest.testmod(mod)
+        assert tried and not failed, mod.__name__
 
 
 def _write(root, name, cfg):

@@ -92,19 +92,29 @@ PAPER_TOKENS = 50  # the paper's P and S
 FIT_QUANTILE = 10  # the unset P + S fit this percentile of the probed texts' trained lengths
 
 
-def fit_cut(lengths, prefix: int | None = None, suffix: int | None = None) -> tuple[int, int]:
+SHORT = 16  # texts this short (trained tokens) with the prompt as context: P = 0, S = all
+
+
+def fit_cut(lengths, prefix: int | None = None, suffix: int | None = None, *,
+            prompt_context: bool = False) -> tuple[int, int]:
     """(P, S) for texts that were trained to write `lengths` tokens: a value the user set is
     kept; an unset one is the paper's 50, or less so that P + S fits the 10th percentile of
     the lengths (about 9 in 10 texts are long enough to be cut). Unset both on short texts:
-    the length is shared, S = half of it (at least 1), P the rest.
+    the length is shared, S = half of it (at least 1), P the rest; but when the prompt is
+    the prefix's unscored context (loss on the completion) and fewer than SHORT tokens are
+    left, the prefix is the prompt alone (P = 0) and S the whole short completion.
 
     >>> fit_cut([200, 300]), fit_cut([11] * 9), fit_cut([11] * 9, prefix=0), fit_cut([1, 1])
     ((50, 50), (6, 5), (0, 11), (0, 1))
+    >>> fit_cut([11] * 9, prompt_context=True), fit_cut([45] * 9, prompt_context=True)
+    ((0, 11), (23, 22))
     """
     import numpy as np
 
     room = int(np.percentile(np.asarray(lengths, dtype=float), FIT_QUANTILE,
                              method="lower")) if len(lengths) else 0
+    if prefix is None and suffix is None and prompt_context and room < SHORT:
+        return 0, max(1, room)
     if suffix is None:
         left = room - (prefix or 0) if prefix is not None else room // 2
         suffix = max(1, min(PAPER_TOKENS, left))
@@ -143,7 +153,8 @@ class Extraction(Probe):
         for split, field in (("members", "prefix_tokens"), ("nonmembers", "suffix_tokens")):
             if not self.items[split]:
                 # the unset cut: it fits about 9 in 10 of each set's texts
-                p, s = min((fit_cut(v) for v in lengths.values() if v), key=sum)
+                p, s = min((fit_cut(v, prompt_context=ctx.cfg.data.loss_on == "completion")
+                            for v in lengths.values() if v), key=sum)
                 longer = "" if split == "members" else ", or give longer ones (audit.nonmembers)"
                 raise UserError(
                     f"prefix_tokens + suffix_tokens = {sum(self.cut)} tokens, but the longest "
@@ -173,8 +184,9 @@ class Extraction(Probe):
         pairs = {"members": sampled, "nonmembers": [(e, 0) for e in non]}
         lengths = {k: [len(self._encode(ctx, e).target) for e, _ in v] for k, v in pairs.items()}
         # unset P / S fit both sets: the shorter of the two sets' fits
-        cut = min((fit_cut(v, c.prefix_tokens, c.suffix_tokens) for v in lengths.values()),
-                  key=sum)
+        ctx_prompt = ctx.cfg.data.loss_on == "completion"
+        cut = min((fit_cut(v, c.prefix_tokens, c.suffix_tokens, prompt_context=ctx_prompt)
+                   for v in lengths.values()), key=sum)
         items = {k: self._items(ctx, v, cut) for k, v in pairs.items()}
         skipped = {k: len(pairs[k]) - len(items[k]) for k in pairs}
         return items, skipped, [self._text(ctx, e) for e, _ in everyone], cut, lengths
