@@ -139,7 +139,8 @@ def _leakage(run_dir: Path, ship: str, console, *, device, progress) -> None:
     from finemem.config import load_config
 
     acfg = load_config(run_dir / "config.yaml", overrides={
-        "audit.membership.attacks": list(LEAKAGE_ATTACKS)}).audit
+        "audit.membership.attacks": list(LEAKAGE_ATTACKS),
+        "audit.membership.fprs": [0.01]}).audit  # 200 non-members resolve 1%, not 0.1%
     audit_run(run_dir, probes=["membership"], device=device, progress=progress,
               checkpoints=f"{LEAKAGE_CHECKPOINTS},{ship}", audit_cfg=acfg)
     s = summarize(run_dir)

@@ -102,7 +102,8 @@ def ship_leakage_lines(rows: list[dict], ship: str, pick, *, attack: str) -> lis
         lines.append("The checkpoint to ship is within the budget: no accuracy is given up.")
     elif pick.row is not None:
         p = pick.row
-        lines.append(f"The trade-off: shipping {p['name']} instead gives up "
+        what = f"{p['name']} (the base model itself)" if p["step"] == 0 else p["name"]
+        lines.append(f"The trade-off: shipping {what} instead gives up "
                      f"{r['acc'] - p['acc']:.3f} test accuracy ({r['acc']:.3f} -> "
                      f"{p['acc']:.3f}) to bring the AUC from {r['auc']:.3f} to {p['auc']:.3f}; "
                      "`finemem recommend RUN_DIR --max-leakage auc=0.7` tries another budget.")
