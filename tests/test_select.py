@@ -110,3 +110,27 @@ def test_recommended_and_last_only(run):
     assert sorted(audits[-1]["checkpoints"]) == want and audits[-1]["probes"] == ["extraction"]
     html = write_report([run]).read_text()
     assert "recommended,last" in html and f"extraction on {len(want)}: " in html
+
+
+def test_ship_leakage_lines_say_what_each_figure_counts():
+    from finemem.analysis.leakage import Budget, pick_within
+    from finemem.report.leakage import ship_leakage_lines
+
+    def row(name, step, acc, auc):
+        return {"name": name, "step": step, "epoch": step / 10, "acc": acc, "acc_n": 500,
+                "ppl": 2.0, "merged": False, "auc": auc, "auc_lo": auc - .02,
+                "auc_hi": auc + .02, "tpr": 0.4, "tpr_lo": 0.33, "tpr_hi": 0.47,
+                "extraction": 0.1, "extraction_lo": 0.06, "extraction_hi": 0.15,
+                "members": 200, "nonmembers": 200}
+
+    rows = [row("step-000000", 0, 0.0, 0.5), row("step-000010", 10, 0.6, 0.58),
+            row("step-000020", 20, 0.95, 0.9)]
+    pick = pick_within(rows, Budget("auc", 0.6), graded=True)
+    lines = ship_leakage_lines(rows, "step-000020", pick, attack="loss")
+    assert "membership AUC 0.900 [0.88, 0.92]" in lines[0]
+    assert "TPR at 1% FPR 0.400 [0.33, 0.47]" in lines[0]
+    assert "whole completion" in lines[0] and "200 members, 200 non-members" in lines[0]
+    assert lines[1].startswith("Within auc <= 0.6: step-000010")
+    assert "gives up 0.350 test accuracy (0.950 -> 0.600)" in lines[2]
+    within = ship_leakage_lines(rows, "step-000010", pick, attack="loss")
+    assert "no accuracy is given up" in within[2]
