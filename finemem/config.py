@@ -142,7 +142,9 @@ class DataConfig(_Strict):
     dedup_threshold: float = Field(0.8, gt=0.0, lt=1.0, description="near: Jaccard similarity "
                                    "at and above which two texts are duplicates")
     # --- end issue 21 hook ---
-    max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
+    max_length: int | None = Field(
+        None, gt=8, description="longest tokenized sequence kept (default: the model's "
+        "context, at most 512 tokens)")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
 
@@ -319,6 +321,8 @@ class RunConfig(_Strict):
             d.pop("run_dir")
         d.pop("audit", None)  # auditing settings do not change the checkpoints
         d["data"].pop("eval", None)  # nor do the evaluation sets
+        if d["data"].get("max_length") is None:  # the default once was a fixed 512: clipping
+            d["data"]["max_length"] = 512          # at min(context, 512) trains the same runs
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
         elif d["data"]["canaries"].get("inclusion") == "tiers":  # issue 21: and these theirs

@@ -51,6 +51,8 @@ CREATE TABLE IF NOT EXISTS metrics (checkpoint TEXT, split TEXT, name TEXT, sett
 CREATE TABLE IF NOT EXISTS example_results (ckpt_hash TEXT, example_id TEXT, setting TEXT,
                                             kind TEXT, data BLOB,
                                             PRIMARY KEY (ckpt_hash, example_id, setting, kind));
+CREATE TABLE IF NOT EXISTS audits (started REAL, probes TEXT, selection TEXT, checkpoints TEXT,
+                                   settings TEXT);
 """
 META = "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)"
 BASE_HASH = "base_content_hash"  # meta key: the base model's content hash, stored once
@@ -258,6 +260,23 @@ class Store:
         except sqlite3.OperationalError:  # a store written before the table: no facts yet
             return None
         return row[0] if row else None
+
+    # audits -----------------------------------------------------------------------------
+    def add_audit(self, *, probes: list[str], selection: str, checkpoints: list[str],
+                  settings: dict) -> None:
+        """Record one `finemem audit`: its probes, the --checkpoints asked for, the checkpoints
+        it covered and the settings its probes resolved."""
+        self.db.execute("INSERT INTO audits VALUES (?,?,?,?,?)",
+                        (time.time(), json.dumps(probes), selection, json.dumps(checkpoints),
+                         json.dumps(settings, sort_keys=True)))
+
+    def audits(self) -> list[dict[str, Any]]:
+        """Every recorded audit, oldest first."""
+        cur = self.db.execute("SELECT started, probes, selection, checkpoints, settings FROM "
+                              "audits ORDER BY started")
+        return [{"started": t, "probes": json.loads(p), "selection": sel,
+                 "checkpoints": json.loads(c), "settings": json.loads(st)}
+                for t, p, sel, c, st in cur]
 
     # training log -----------------------------------------------------------------------
     def log_train(self, *, step: int, epoch: float, loss: float, lr: float) -> None:

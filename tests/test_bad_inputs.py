@@ -218,7 +218,8 @@ def _train_flags(*flags):
 def _too_long_for_context(root, fx):
     rows = [*ROWS, {"prompt": "Q: " + " ".join(f"w{j}" for j in range(400)) + "\nA:",
                     "completion": " long", "id": "long"}]
-    return train_on(root, jsonl(root, rows))
+    # the user's own max_length, longer than the context (unset, it would follow the context)
+    return train_on(root, jsonl(root, rows), **{"data.max_length": 512})
 
 
 def _disk_full(root, fx):

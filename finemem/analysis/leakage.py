@@ -9,7 +9,8 @@ Usage:
 Leakage measures (the `membership` probe's stored results, split "membership"):
   * ``auc``: ROC AUC of the attack (0.5 = no leakage);
   * ``tpr``: its TPR at 1% FPR (refused, so absent, with fewer than 100 non-members);
-  * ``extraction``: share of members greedy decoding reproduces exactly.
+  * ``extraction``: share of members whose whole completion greedy decoding reproduces
+    exactly (the extraction probe's "exact" counts an S-token suffix instead).
 A checkpoint is within the budget when its point estimate is at most the limit; the interval
 is shown beside it. Among those, the best test accuracy wins (lowest test PPL on free text),
 then the lower leakage, then the earlier step.
@@ -22,6 +23,8 @@ from dataclasses import dataclass
 
 from finemem.errors import UserError
 
+DEFAULT_BUDGET = "auc=0.6"  # the demo's budget: an attacker ranks a member above a non-member
+                           # at most 60% of the time (0.5 = chance)
 KINDS = {"auc": ("membership/membership_auc", {}),
          "tpr": ("membership/membership_tpr_at_fpr", {"fpr": 0.01}),
          "extraction": ("membership/exact_greedy_extractable", None)}

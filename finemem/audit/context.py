@@ -56,6 +56,13 @@ class AuditContext:
         return self._loaded[key]
 
     # data ------------------------------------------------------------------------------
+    @property
+    def max_length(self) -> int:
+        """data.max_length as training used it (unset: the model's context, at most 512)."""
+        from finemem.models.load import run_max_length
+
+        return self.once("max_length", lambda: run_max_length(self.cfg))
+
     def eval_sets(self, extractor: str = "auto", answer_regex: str | None = None) -> dict:
         """The run's eval sets, loaded once per (extractor, regex) for all probes."""
         from finemem.audit.evalsets import eval_sets
@@ -117,7 +124,7 @@ class AuditContext:
     def score(self, ref, model, examples: list[Example], *, loss_on: str = "completion"):
         """Teacher-forced scores of each example's target (the completion, or the whole text
         with loss_on='all'), as trained: one `TokenScores` per example."""
-        pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.cfg.data.max_length)
+        pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.max_length)
                  for ex in examples]
         return self.score_tokens(ref, model, [ex.id for ex in examples],
                                  [(p.context, p.target) for p in pairs],

@@ -25,21 +25,33 @@ from finemem.models.load import load_tokenizer, pick_device, quiet_hf
 from finemem.run import RunFolder
 
 
+STAGE_PROBES = ("likelihood", "overmem")  # what the stage table and `recommend` read
+
+
 def open_run(run_dir: str | Path) -> RunConfig:
     """The run's config (`RunFolder.config`)."""
     return RunFolder(run_dir).config
 
 
 def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
-              audit_cfg: AuditConfig | None = None, device: str = "auto",
+              audit_cfg: AuditConfig | None = None, device: str | None = None,
               progress: bool = True, console: Console | None = None,
-              workers: int | None = None) -> list[str]:
+              workers: int | None = None, checkpoints: str | None = None,
+              base: bool = True) -> list[str]:
     """Run `probes` (default: the config's `audit.probes`, else the default ones) on every
     checkpoint of the run that has not been audited with the same settings. `workers` > 1
     (default: the config's `audit.workers`) splits the checkpoints over that many processes.
+    `checkpoints` picks some (`finemem.audit.select`: names, last, best, recommended,
+    every:N, steps:A-B; best / recommended first run the stage table's probes, likelihood
+    and overmem, where they are missing); the base (step 0) stays unless `base=False`.
     Returns the probes run."""
+    from finemem.audit.select import needs_summary, parse_selection, pick_checkpoints
+
     run_dir = Path(run_dir)
     cfg = open_run(run_dir)
+    device = device or cfg.device
+    if checkpoints is not None:
+        parse_selection(checkpoints)  # a malformed selection is refused before any work
     acfg = audit_cfg or cfg.audit
     cfg = cfg.model_copy(update={"audit": acfg})  # probes read their settings from ctx.cfg
     names = resolve_probes(probes if probes is not None else acfg.probes)
@@ -50,12 +62,24 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
     if ddp.active():  # `accelerate launch`: each rank takes a share of every call's examples
         ddp.check_audit_launch()
         device, workers, progress = ddp.device(device), 1, progress and ddp.is_main()
+    summary = None
+    if needs_summary(checkpoints):  # the first, cheap pass: the stage table's probes
+        from finemem.audit.summary import summarize
+
+        audit_run(run_dir, probes=list(STAGE_PROBES), audit_cfg=acfg, device=device,
+                  progress=progress, console=console, workers=workers)
+        summary = summarize(run_dir, audit_cfg=acfg)
     ctx, active, keys = _open(run_dir, cfg, acfg, names)
     try:
         for w in ctx.overlap_warnings() if ddp.is_main() else ():
             (console or Console(stderr=True)).print(f"[yellow]warning:[/] {w}")
+        for p in active if ddp.is_main() else ():
+            if p.note:
+                (console or Console()).print(p.note, highlight=False)
         every = engine.load_run_checkpoints(run_dir, store=ctx.store)
-        refs = [r for r in every + engine.list_merges(run_dir) if _todo(ctx, active, keys, r)]
+        picked = pick_checkpoints(checkpoints, every,
+                                  engine.list_merges(run_dir), base=base, summary=summary)
+        refs = [r for r in picked if _todo(ctx, active, keys, r)]
         _check_refs(cfg, refs)
         if ddp.is_main():  # checked: the base's hash is stored for readers without the model
             RunFolder(run_dir).record_base_hash(ctx.store, every[0].base_model)
@@ -64,6 +88,10 @@ def audit_run(run_dir: str | Path, *, probes: list[str] | None = None,
             _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress)
         elif refs:
             _loop(ctx, refs, active, keys, cfg, device, progress)
+        if ddp.is_main():
+            ctx.store.add_audit(probes=names, selection=checkpoints or "all",
+                                checkpoints=[r.name for r in picked],
+                                settings={p.name: p.describe() for p in active if p.describe()})
     finally:
         ctx.store.close()
     return names

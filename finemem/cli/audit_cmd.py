@@ -7,37 +7,51 @@ from typing import Optional
 
 import typer
 
+from finemem.cli import common
+
 
 def register(app: typer.Typer) -> None:
     @app.command()
     def audit(run_dir: Path, probes: Optional[str] = typer.Option(
                   None, help="comma-separated probes to run (default: audit.probes of the run's "
                              "config, else likelihood,overmem); `finemem probes` lists them"),
-              device: str = typer.Option("auto", help="auto, cpu, cuda or mps"),
+              checkpoints: Optional[str] = typer.Option(
+                  None, help="which checkpoints (default: all): comma-separated names, last, "
+                             "best, recommended, every:N, steps:A-B; best / recommended first "
+                             "run likelihood,overmem where missing. The base (step 0) is "
+                             "kept unless --no-base"),
+              base: bool = typer.Option(True, "--base/--no-base",
+                                        help="audit the base model (step 0) too"),
+              device: Optional[str] = common.device(),
               workers: Optional[int] = typer.Option(
                   None, help="processes to split the checkpoints over (default: "
                              "audit.workers of the run's config, else 1)"),
-              set_: list[str] = typer.Option(
-                  [], "--set", help="an audit setting for this audit, e.g. "
-                                    "audit.extraction.prefix_tokens=32 or "
-                                    "audit.nonmembers.source=held_out.jsonl"),
-              quiet: bool = typer.Option(False, help="no stage table at the end"),
+              set_: list[str] = common.sets(),
+              quiet: bool = common.quiet(),
+              progress: bool = common.progress(),
               num_processes: int = typer.Option(
                   1, "--num-processes", help="split every checkpoint's examples over this many "
                                              "processes (`accelerate launch --multi_gpu`)")
               ) -> None:
-        """Run the probes on every checkpoint of a run (the base as step 0, and merges): each
-        model is loaded once; results go to the run's store; then print the stage table and
-        the recommendation and write plots to RUN_DIR/report/.
+        """Run the probes on every checkpoint of a run (the base as step 0, and merges), or on
+        those --checkpoints picks: each model is loaded once; results go to the run's store;
+        then print the stage table and the recommendation and write plots to
+        RUN_DIR/report/.
 
-        Example: finemem audit runs/demo --probes extraction,attention"""
+        Example: finemem audit runs/demo --probes extraction,attention
+
+        Example: finemem audit runs/demo --checkpoints recommended,last --probes extraction"""
         from finemem import distributed as ddp
         from finemem.audit import audit_run
         from finemem.cli.train_cmd import parse_sets
 
         if num_processes != 1:
-            args = ["audit", str(run_dir), "--device", device, *(["--quiet"] if quiet else [])]
+            args = ["audit", str(run_dir), *(["--quiet"] if quiet else []),
+                    "--progress" if progress else "--no-progress",
+                    "--base" if base else "--no-base"]
+            args += ["--device", device] if device else []
             args += ["--probes", probes] if probes else []
+            args += ["--checkpoints", checkpoints] if checkpoints else []
             args += ["--workers", str(workers)] if workers is not None else []
             for item in set_:
                 args += ["--set", item]
@@ -54,7 +68,8 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"--set {bad[0]}: finemem audit changes audit.* settings only "
                                 "(the run's training settings are fixed)", field="--set")
             acfg = load_config(Path(run_dir) / "config.yaml", overrides=sets).resolved().audit
-        ran = audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg)
+        ran = audit_run(run_dir, probes=names, device=device, workers=workers, audit_cfg=acfg,
+                  checkpoints=checkpoints, base=base, progress=progress)
         if not ddp.is_main():  # under `accelerate launch`: one stage table
             return
         if not quiet:

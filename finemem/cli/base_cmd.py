@@ -21,6 +21,18 @@ def register(app: typer.Typer) -> None:
 
         typer.echo(build_base(check_size(size, field="--size"), force=force))
 
+    @base_app.command("ship")
+    def ship_(size: str = typer.Option("tiny", help=" | ".join(SIZES))) -> None:
+        """Copy the cached base of SIZE into the package (finemem/models/shipped/) with its
+        sha256 sums: a fresh $FINEMEM_HOME then loads it instead of pretraining. Rebuild
+        first with `finemem base build --size SIZE --force`.
+
+        Example: finemem base build --size tiny --force && finemem base ship --size tiny"""
+        from finemem.models.base import check_size
+        from finemem.models.shipped import ship
+
+        typer.echo(ship(check_size(size, field="--size")))
+
     @base_app.command("list")
     def list_() -> None:
         """Show the cached base models.

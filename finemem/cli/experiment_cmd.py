@@ -7,19 +7,28 @@ from typing import List, Optional
 
 import typer
 
+from finemem.cli import common
+
 
 def register(app: typer.Typer) -> None:
     from finemem.experiments import experiment_names, get_experiment
 
     @app.command()
     def demo(run_dir: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
-             force: bool = typer.Option(False, help="start the demo run over")) -> None:
+             force: bool = typer.Option(False, help="start the demo run over"),
+             device: Optional[str] = common.device(),
+             progress: bool = common.progress(),
+             quiet: bool = common.quiet(),
+             set_: list[str] = common.sets()) -> None:
         """Build builtin:tiny, fine-tune arith at a high learning rate, audit every checkpoint,
-        print the stage table and the recommendation, plot the learning dynamics and write the
-        HTML report (its path is printed last).
+        print the stage table, the checkpoint to ship and what it leaks, plot the learning
+        dynamics and write the HTML report (its path is printed last).
 
         Example: finemem demo --run-dir runs/demo"""
-        get_experiment("demo").run(run_dir, force=force)
+        from finemem.cli.train_cmd import parse_sets
+
+        get_experiment("demo").run(run_dir, force=force, device=device, progress=progress,
+                                   quiet=quiet, overrides=parse_sets(set_))
 
     names = experiment_names(reproducible=True)
 
@@ -77,7 +86,11 @@ def register(app: typer.Typer) -> None:
                   None, help="probes audited per cell, e.g. relaxed (likelihood is always "
                              "added; default: the config's or the default probes)"),
               epochs: Optional[int] = typer.Option(None, help="epochs per cell"),
-              out: Path = typer.Option(Path("runs/sweep"), help="folder for the cells")) -> None:
+              out: Path = typer.Option(Path("runs/sweep"), help="folder for the cells"),
+              device: Optional[str] = common.device(),
+              progress: bool = common.progress(),
+              quiet: bool = common.quiet(),
+              set_: list[str] = common.sets()) -> None:
         """Train and audit a grid over config keys, one run folder per cell (an interrupted
         sweep resumes); table of when each setting enters over-memorization, its best accuracy
         and recommended checkpoint, and the learning-rate recommendation. Default grid:
@@ -97,4 +110,8 @@ def register(app: typer.Typer) -> None:
         if not specs:
             specs = ["training.lr=1e-4,3e-4,1e-3"]
         names = None if probes is None else [p.strip() for p in probes.split(",") if p.strip()]
-        run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out, probes=names)
+        from finemem.cli.train_cmd import parse_sets
+
+        over = {**parse_sets(set_), **({"device": device} if device else {})}
+        run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out, probes=names,
+                  overrides=over, progress=progress, quiet=quiet)

@@ -16,6 +16,8 @@ from typing import Optional
 import typer
 import yaml
 
+from finemem.cli import common
+
 from finemem.errors import UserError
 
 
@@ -33,7 +35,7 @@ def parse_sets(items: list[str]) -> dict:
     return out
 
 
-def print_summary(summary: dict) -> None:
+def print_summary(summary: dict, *, quiet: bool = False) -> None:
     from rich.console import Console
     from rich.table import Table
 
@@ -44,12 +46,13 @@ def print_summary(summary: dict) -> None:
         return
     if summary["resumed_from"]:
         console.print(f"resumed from {summary['resumed_from']}")
-    table = Table(title="train loss per epoch", show_edge=False)
-    table.add_column("epoch", justify="right")
-    table.add_column("loss", justify="right")
-    for i, loss in enumerate(summary["loss_per_epoch"], 1):
-        table.add_row(str(i), f"{loss:.4f}")
-    console.print(table)
+    if not quiet:
+        table = Table(title="train loss per epoch", show_edge=False)
+        table.add_column("epoch", justify="right")
+        table.add_column("loss", justify="right")
+        for i, loss in enumerate(summary["loss_per_epoch"], 1):
+            table.add_row(str(i), f"{loss:.4f}")
+        console.print(table)
     ck = summary["checkpoints"]
     shown = ", ".join(ck) if len(ck) <= 6 else f"{', '.join(ck[:3])}, ..., {', '.join(ck[-2:])}"
     console.print(f"checkpoints written: {len(ck)} ({shown})")
@@ -73,10 +76,12 @@ def register(app: typer.Typer) -> None:
         max_steps: Optional[int] = typer.Option(None, "--max-steps"),
         batch_size: Optional[int] = typer.Option(None, "--batch-size"),
         seed: Optional[int] = typer.Option(None, "--seed"),
-        set_: list[str] = typer.Option([], "--set", help="any key, e.g. training.epochs=5"),
+        device: Optional[str] = common.device(),
+        set_: list[str] = common.sets(),
+        quiet: bool = common.quiet(),
         force: bool = typer.Option(False, "--force",
                                    help="delete a run folder holding another config"),
-        progress: bool = typer.Option(True, "--progress/--no-progress"),
+        progress: bool = common.progress(),
         num_processes: int = typer.Option(
             1, "--num-processes", help="train with DDP on this many processes (started with "
                                        "`accelerate launch --multi_gpu`; gloo on a CPU); the "
@@ -91,8 +96,10 @@ def register(app: typer.Typer) -> None:
             from finemem.distributed import launch
 
             args = ["train", "--config", config, *(["--force"] if force else []),
+                    *(["--quiet"] if quiet else []),
                     "--progress" if progress else "--no-progress"]
             for flag, v in (("--run-dir", run_dir), ("--model", model), ("--method", method),
+                            ("--device", device),
                             ("--lr", lr), ("--epochs", epochs), ("--max-steps", max_steps),
                             ("--batch-size", batch_size), ("--seed", seed)):
                 args += [flag, str(v)] if v is not None else []
@@ -102,7 +109,8 @@ def register(app: typer.Typer) -> None:
         from finemem.config import load_config
         from finemem.train import train
 
-        flags = {"run_dir": run_dir, "model": model, "training.method": method,
+        flags = {"run_dir": run_dir, "model": model, "device": device,
+                 "training.method": method,
                  "training.lr": lr, "training.epochs": epochs,
                  "training.max_steps": max_steps, "training.batch_size": batch_size,
                  "training.seed": seed}
@@ -116,4 +124,4 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"warning: {warning}", err=True)
         summary = train(cfg, force=force, progress=progress)
         if is_main():  # under `accelerate launch`, one summary
-            print_summary(summary)
+            print_summary(summary, quiet=quiet)

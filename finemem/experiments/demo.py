@@ -15,13 +15,21 @@ from finemem.experiments import Experiment, load_settings, register_experiment
 
 SIGNATURE_RATIO = 1.3   # test PPL >= this x its running minimum ...
 SIGNATURE_DELTA = 0.05  # ... while point accuracy stays within this of the best
+# where the demo measures leakage (besides the checkpoint to ship), for the most accurate
+# checkpoint within the default budget: `finemem audit --checkpoints` syntax
+LEAKAGE_CHECKPOINTS = "every:1"
+LEAKAGE_ATTACKS = ("loss",)  # the leakage line's attack (`finemem audit --probes membership`
+                             # runs all six)
 
 
-def demo_config(run_dir: Path):
-    from finemem.config import parse_config
+def demo_config(run_dir: Path, overrides: dict | None = None):
+    """The demo's run config (demo.yaml) for `run_dir`; `overrides` are `--set` keys."""
+    from finemem.config import parse_config, set_path
 
     raw, text = load_settings(DemoExperiment.settings_file)
     raw["run_dir"] = str(run_dir)
+    for k, v in (overrides or {}).items():
+        set_path(raw, k, v)
     return parse_config(raw, source=DemoExperiment.settings_file, text=text)
 
 
@@ -54,11 +62,12 @@ class DemoExperiment(Experiment):
     def configs(self, out: Path) -> dict:
         return {"demo": demo_config(out)}
 
-    def run(self, out: Path, *, force: bool = False, console=None, **_) -> None:
-        run_demo(out, force=force, console=console)
+    def run(self, out: Path, *, force: bool = False, console=None, **opts) -> None:
+        run_demo(out, force=force, console=console, **opts)
 
 
-def run_demo(run_dir: Path, *, force: bool = False, console=None) -> None:
+def run_demo(run_dir: Path, *, force: bool = False, console=None, device: str | None = None,
+             progress: bool = True, quiet: bool = False, overrides: dict | None = None) -> None:
     from rich.console import Console
 
     from finemem.audit import audit_run, summarize
@@ -69,16 +78,37 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None) -> None:
 
     console = console or Console()
     t0 = time.time()
-    cfg = demo_config(run_dir)
-    console.rule("1/3  base model")
+    times = {}
+    cfg = demo_config(run_dir, overrides)
+    console.rule("1/4  base model")
     console.print(f"{cfg.model} -> {resolve_model(cfg.model)}")
-    console.rule("2/3  fine-tuning arith")
-    train(cfg, force=force)
-    console.rule("3/3  auditing every checkpoint")
-    audit_run(run_dir)
+    times["base"] = time.time() - t0
+    console.rule("2/4  fine-tuning arith")
+    train(cfg, force=force, progress=progress)
+    times["training"] = time.time() - t0 - sum(times.values())
+    console.rule("3/4  auditing every checkpoint")
+    audit_run(run_dir, device=device, progress=progress)
     s = summarize(run_dir)
-    print_summary(s, console)
+    if quiet:
+        console.print(f"[bold]Recommendation:[/] {s.recommendation.explanation}")
+    else:
+        print_summary(s, console)
     plots = write_plots(s, run_dir / "report")
+    _print_signature(s, console)
+    times["audit"] = time.time() - t0 - sum(times.values())
+    console.rule("4/4  what the checkpoint to ship leaks")
+    _leakage(run_dir, s.recommendation.name, console, device=device, progress=progress)
+    times["leakage"] = time.time() - t0 - sum(times.values())
+    from finemem.report.html import write_report
+
+    report = write_report([run_dir])
+    took = ", ".join(f"{k} {v:.0f} s" for k, v in times.items())
+    console.print(f"plots: {plots}    run folder: {run_dir}    "
+                  f"time: {time.time() - t0:.0f} s ({took})")
+    console.print(f"[bold]report:[/] {report}  (open it in a browser)")
+
+
+def _print_signature(s, console) -> None:
     sig = signature(s)
     rec = s.row(s.recommendation.name)
     what = (f"test PPL >= {SIGNATURE_RATIO:g}x its minimum with accuracy within "
@@ -96,9 +126,25 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None) -> None:
                       f"(no two consecutive checkpoints with PPL >= {SIGNATURE_RATIO:g}x its "
                       f"minimum while accuracy stays within {SIGNATURE_DELTA * 100:g} points of "
                       "the best).")
-    from finemem.report.html import write_report
 
-    report = write_report([run_dir])
-    console.print(f"plots: {plots}    run folder: {run_dir}    "
-                  f"time: {time.time() - t0:.0f} s")
-    console.print(f"[bold]report:[/] {report}  (open it in a browser)")
+
+def _leakage(run_dir: Path, ship: str, console, *, device, progress) -> None:
+    """The membership probe (the loss attack's AUC and TPR at 1% FPR, greedy extraction of
+    whole completions) on the checkpoints LEAKAGE_CHECKPOINTS picks and the one to ship, then
+    the leakage line and the most accurate checkpoint within the default budget."""
+    from finemem.analysis.leakage import DEFAULT_BUDGET, leakage_rows, parse_budget, pick_within
+    from finemem.audit import audit_run, summarize
+    from finemem.report.leakage import ship_leakage_lines
+
+    from finemem.config import load_config
+
+    acfg = load_config(run_dir / "config.yaml", overrides={
+        "audit.membership.attacks": list(LEAKAGE_ATTACKS),
+        "audit.membership.fprs": [0.01]}).audit  # 200 non-members resolve 1%, not 0.1%
+    audit_run(run_dir, probes=["membership"], device=device, progress=progress,
+              checkpoints=f"{LEAKAGE_CHECKPOINTS},{ship}", audit_cfg=acfg)
+    s = summarize(run_dir)
+    rows = leakage_rows(s, attack="loss")
+    pick = pick_within(rows, parse_budget(DEFAULT_BUDGET), graded=s.graded)
+    for line in ship_leakage_lines(rows, ship, pick, attack="loss"):
+        console.print(line, highlight=False)

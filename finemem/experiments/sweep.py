@@ -150,8 +150,10 @@ def cell_from_summary(s, values: dict, name: str) -> Cell:
 
 
 def sweep_configs(config: Path, grid: dict[str, list], out: Path, *,
-                  epochs: int | None = None) -> list[tuple[str, dict, Any]]:
-    """(name, values, validated RunConfig) of every cell, all checked before any training."""
+                  epochs: int | None = None, overrides: dict | None = None
+                  ) -> list[tuple[str, dict, Any]]:
+    """(name, values, validated RunConfig) of every cell, all checked before any training;
+    `overrides` (--set, --device) apply to every cell, the grid's values over them."""
     from finemem.config import load_config
 
     if not grid:
@@ -163,7 +165,7 @@ def sweep_configs(config: Path, grid: dict[str, list], out: Path, *,
                         field="grid")
     cells = []
     for name, values in cell_names(grid):
-        over = {**values, "run_dir": str(out / name)}
+        over = {**(overrides or {}), **values, "run_dir": str(out / name)}
         if epochs:
             over["training.epochs"] = epochs
         cfg = load_config(config, overrides=over)
@@ -205,7 +207,8 @@ def shortcut_specs(**flags: str | None) -> list[str]:
 
 
 def run_sweep(config: Path, *, grid: dict[str, list], out: Path, epochs: int | None = None,
-              probes: list[str] | None = None, console=None) -> list[Cell]:
+              probes: list[str] | None = None, console=None, overrides: dict | None = None,
+              progress: bool = True, quiet: bool = False) -> list[Cell]:
     """Train and audit every cell (`probes`: what the audit runs, the likelihood probe always
     among them; None = the default probes). sweep.json is rewritten after each finished cell,
     so an interrupted sweep lists what it has and a rerun resumes at the unfinished cell."""
@@ -217,19 +220,20 @@ def run_sweep(config: Path, *, grid: dict[str, list], out: Path, epochs: int | N
     console = console or Console()
     if probes is not None and "likelihood" not in probes:
         probes = ["likelihood", *probes]  # the sweep table reads test PPL
-    todo = sweep_configs(config, grid, out, epochs=epochs)  # every cell checked first
+    todo = sweep_configs(config, grid, out, epochs=epochs, overrides=overrides)  # all checked
     cells = []
     out.mkdir(parents=True, exist_ok=True)
     for name, values, cfg in todo:
         console.rule(", ".join(f"{k}={_fmt(v)}" for k, v in values.items()))
-        train(cfg)
-        audit_run(cfg.run_dir, probes=probes)
+        train(cfg, progress=progress)
+        audit_run(cfg.run_dir, probes=probes, progress=progress)
         cells.append(cell_from_summary(summarize(cfg.run_dir), values, name))
         (out / "sweep.json").write_text(json.dumps([_jsonable(asdict(c)) for c in cells],
                                                    indent=1))
     if not console.is_terminal:
         console.width = max(console.width, 120)  # logs and pipes: do not squeeze the table
-    console.print(sweep_table(cells, grid))
+    if not quiet:
+        console.print(sweep_table(cells, grid))
     console.print(advice(cells))
     return cells
 

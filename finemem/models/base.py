@@ -10,7 +10,9 @@ than the fine-tuning splits, and disjoint from them). A built model lives in
 `finemem_home()/base/<size>-<hash12>/`, where the hash covers the size spec, the corpus spec (task
 list, each task's spec and a sample of its generated texts, CORPUS_VERSION), the seeds and the
 tokenizer spec, so a second call with the same inputs returns at once. Folders are written
-atomically (temp dir + rename).
+atomically (temp dir + rename). A base shipped in the package with the same hash
+(`finemem.models.shipped`: builtin:tiny) is copied in, checked against its sha256 sums,
+instead of being pretrained.
 
 Sequence format used everywhere in finemem:
     prompt/completion example:  [bos] + tok(prompt) + tok(completion) + [eos]
@@ -78,12 +80,16 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
     tmp = Path(tempfile.mkdtemp(prefix=f".{size}-{digest}-", dir=root))
     (tmp / BUILDER).write_text(f"{socket.gethostname()} {os.getpid()}")
     try:
-        t0 = time.time()
-        from finemem.models import _pretrain
+        from finemem.models.shipped import install_shipped
 
-        info = _pretrain.build(spec, tmp, progress=progress)
-        info.update(size=size, hash=digest, spec=spec, build_seconds=round(time.time() - t0, 1))
-        (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
+        if force or not install_shipped(size, digest, tmp):  # the package's own copy
+            t0 = time.time()
+            from finemem.models import _pretrain
+
+            info = _pretrain.build(spec, tmp, progress=progress)
+            info.update(size=size, hash=digest, spec=spec,
+                        build_seconds=round(time.time() - t0, 1))
+            (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
         (tmp / BUILDER).unlink()
         publish_dir(tmp, final)  # a forced rebuild (or a concurrent build won): replace it
     finally:

@@ -145,6 +145,47 @@ def untie_head(model) -> bool:
     return True
 
 
+DEFAULT_MAX_LENGTH = 512  # data.max_length when unset, for a model with a longer context
+
+
+def model_positions(model_or_config) -> int | None:
+    """The most positions a model takes (its config's max_position_embeddings, n_positions or
+    n_ctx), None when the config does not say. Takes a model or its config."""
+    conf = getattr(model_or_config, "config", model_or_config)
+    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
+        v = getattr(conf, key, None)
+        if isinstance(v, int) and v > 0:
+            return v
+    return None
+
+
+def max_length_for(configured: int | None, positions: int | None) -> int:
+    """data.max_length as used: the configured value, else the model's context capped at
+    DEFAULT_MAX_LENGTH.
+
+    >>> max_length_for(None, 256), max_length_for(None, 2048), max_length_for(96, 256)
+    (256, 512, 96)
+    """
+    if configured is not None:
+        return configured
+    return min(positions, DEFAULT_MAX_LENGTH) if positions else DEFAULT_MAX_LENGTH
+
+
+def run_max_length(cfg) -> int:
+    """data.max_length of a run config as training used it (reads the base model's config,
+    not its weights)."""
+    if cfg.data.max_length is not None:
+        return cfg.data.max_length
+    from transformers import AutoConfig
+
+    try:
+        conf = AutoConfig.from_pretrained(resolve_model(cfg.model),
+                                          trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError):
+        conf = None
+    return max_length_for(None, model_positions(conf) if conf is not None else None)
+
+
 def read_json(path: Path) -> dict:
     return json.loads(Path(path).read_text(encoding="utf-8"))
 

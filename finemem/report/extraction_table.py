@@ -16,15 +16,33 @@ def _ci(m: dict | None, digits: int = 2) -> str:
     return f"{m['value']:.{digits}f} [{m['lo']:.{digits}f},{m['hi']:.{digits}f}]"
 
 
+def audited_cut(run_dir) -> dict | None:
+    """The prefix / suffix lengths (P, S) of the latest audit that ran the extraction probe,
+    as recorded in the store; None for stores from before audits were recorded."""
+    from finemem.run import RunFolder
+
+    folder = RunFolder(run_dir)
+    if not folder.has_results():
+        return None
+    with folder.open_store() as store:
+        found = [a["settings"]["extraction"] for a in store.audits()
+                 if "extraction" in a["settings"]]
+    return found[-1] if found else None
+
+
 def extraction_table(run_dir, rows=None) -> Table | None:
     rows = extraction_rows(run_dir) if rows is None else rows
     if not rows:
         return None
     n_mem = (rows[0].get("members", "exact_greedy_extractable") or {}).get("n")
     n_non = (rows[0].get("nonmembers", "exact_greedy_extractable") or {}).get("n")
-    t = Table(title=f"Extraction of {run_dir} (members n={n_mem}, non-members n={n_non}; "
-                    "95% intervals)")
-    for col in ("checkpoint", "epoch", "exact (members)", "verbatim (members)",
+    cut = audited_cut(run_dir)
+    what = (f"prefix P = {cut['prefix_tokens']}, suffix S = {cut['suffix_tokens']} tokens; "
+            if cut else "")
+    exact = f"exact {cut['suffix_tokens']}-token suffix" if cut else "exact S-token suffix"
+    t = Table(title=f"Extraction of {run_dir} ({what}members n={n_mem}, non-members "
+                    f"n={n_non}; 95% intervals)")
+    for col in ("checkpoint", "epoch", f"{exact} (members)", "verbatim (members)",
                 "verbatim (non-members)", "excess verbatim", "any category (members)",
                 "excess any", "ROUGE-L mem / non"):
         t.add_column(col, justify="left" if col == "checkpoint" else "right")

@@ -25,7 +25,7 @@ def print_leakage(rows: list[dict], *, attack: str, graded: bool, console=None) 
     console = console or Console()
     t = Table(title=f"accuracy vs leakage ({attack} attack; 95% intervals)", show_edge=False)
     for col in ("checkpoint", "epoch", "test acc" if graded else "test PPL", "membership AUC",
-                "TPR @ 1% FPR", "extraction"):
+                "TPR @ 1% FPR", "extraction (whole completion)"):
         t.add_column(col, justify="left" if col == "checkpoint" else "right")
     refusal = None
     for r in rows:
@@ -60,7 +60,8 @@ def write_leakage_plot(rows: list[dict], out: str | Path, *, attack: str, graded
     ax.set_ylabel("test accuracy" if graded else "test PPL", color="#1f77b4")
     ax2 = ax.twinx()
     for key, colour, label in (("auc", "#d62728", f"membership AUC ({attack})"),
-                               ("extraction", "#ff7f0e", "extraction rate (members)")):
+                               ("extraction", "#ff7f0e",
+                                "extraction, whole completion (members)")):
         pts = [(xi, r) for xi, r in zip(x, traj) if not math.isnan(r[key])]
         if not pts:
             continue
@@ -82,6 +83,31 @@ def write_leakage_plot(rows: list[dict], out: str | Path, *, attack: str, graded
     fig.savefig(out, dpi=120)
     plt.close(fig)
     return out
+
+
+def ship_leakage_lines(rows: list[dict], ship: str, pick, *, attack: str) -> list[str]:
+    """What the checkpoint to ship leaks (membership AUC, TPR at 1% FPR, greedy extraction of
+    whole completions, with intervals), the most accurate checkpoint within the budget
+    (`pick`, from `analysis.leakage.pick_within`) and one sentence on the trade-off."""
+    r = next(x for x in rows if x["name"] == ship)
+    n = f"{r['members']} members, {r['nonmembers']} non-members"
+    tpr = ("refused (needs >= 100 non-members)" if math.isnan(r["tpr"])
+           else _fmt(r["tpr"], r["tpr_lo"], r["tpr_hi"]))
+    lines = [f"Ship {ship} (epoch {r['epoch']:g}, test accuracy {r['acc']:.3f}): {attack}-attack "
+             f"membership AUC {_fmt(r['auc'], r['auc_lo'], r['auc_hi'])}, TPR at 1% FPR {tpr} "
+             f"({n}; AUC 0.5 = chance); greedy decoding reproduces the whole completion of "
+             f"{_fmt(r['extraction'], r['extraction_lo'], r['extraction_hi'])} of the members.",
+             pick.explanation]
+    if pick.row is not None and pick.row["name"] == ship:
+        lines.append("The checkpoint to ship is within the budget: no accuracy is given up.")
+    elif pick.row is not None:
+        p = pick.row
+        what = f"{p['name']} (the base model itself)" if p["step"] == 0 else p["name"]
+        lines.append(f"The trade-off: shipping {what} instead gives up "
+                     f"{r['acc'] - p['acc']:.3f} test accuracy ({r['acc']:.3f} -> "
+                     f"{p['acc']:.3f}) to bring the AUC from {r['auc']:.3f} to {p['auc']:.3f}; "
+                     "`finemem recommend RUN_DIR --max-leakage auc=0.7` tries another budget.")
+    return lines
 
 
 def recommend_with_leakage(run_dir: str | Path, max_leakage: str | None, attack: str) -> None:

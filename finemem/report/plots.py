@@ -58,7 +58,26 @@ def _ppl_axis(ax, rows, key: str, style: str, colour: str, label: str) -> list:
                         xytext=(6, -4), fontsize=7, color=colour)
     if not tuned and base:
         ax.set_yscale("log")
+    plain_log_ticks(ax)
     return handles
+
+
+def plain_log_ticks(ax, axis: str = "y") -> None:
+    """Label a log axis with plain numbers ("2", "3", "20") instead of matplotlib's default
+    "2 x 10^0"; which ticks get a label is still matplotlib's choice (LogFormatter)."""
+    from matplotlib.ticker import FuncFormatter, LogFormatter
+
+    which = ax.yaxis if axis == "y" else ax.xaxis
+    for minor in (False, True):
+        picker = LogFormatter(labelOnlyBase=False, minor_thresholds=(2, 0.5))
+
+        def label(v, pos, picker=picker):
+            return f"{v:.4g}" if picker(v, pos) else ""
+        fmt = FuncFormatter(label)
+        fmt.set_locs = picker.set_locs  # the picker decides from the visible range
+        fmt.set_axis = lambda a, picker=picker, fmt=fmt: (picker.set_axis(a),
+                                                          FuncFormatter.set_axis(fmt, a))
+        (which.set_minor_formatter if minor else which.set_major_formatter)(fmt)
 
 
 def dynamics_figure(summary):

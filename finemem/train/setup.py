@@ -22,7 +22,8 @@ from finemem.data.duplication import apply_duplication, write_manifest
 from finemem.data.loaders import load_examples
 from finemem.errors import UserError
 from finemem.io import write_text_atomic
-from finemem.models.load import load_model, load_tokenizer, resolve_model
+from finemem.models.load import (load_model, load_tokenizer, model_positions, resolve_model,
+                                  run_max_length)
 from finemem.train.batches import encode_examples
 from finemem.train.methods import apply_method
 
@@ -78,14 +79,15 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
         expanded, removed = dedup_examples(expanded, mode=cfg.data.dedup,
                                            threshold=cfg.data.dedup_threshold)
         manifest = dedup_manifest(manifest, removed)
-    items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on,
-                            max_length=cfg.data.max_length)
+    max_length = run_max_length(cfg)  # unset: the model's context, at most 512
+    items = encode_examples(tok, expanded, loss_on=cfg.data.loss_on, max_length=max_length)
     model = load_model(base_path, device=device, dtype=cfg.dtype,
                        trust_remote_code=cfg.trust_remote_code, allow_pickle=cfg.allow_pickle)
     check_context(model, items, expanded, cfg)
     canaries = []
     if cfg.data.canaries is not None:  # planted secrets (the base scores the high-PPL family)
-        canaries, items, manifest = _plant_canaries(cfg, tok, model, items, manifest)
+        canaries, items, manifest = _plant_canaries(cfg, tok, model, items, manifest,
+                                                    max_length)
     model = apply_method(model, cfg.training)
     if cfg.training.dp is not None:  # issue 21 hook: a layer Opacus cannot handle, named
         from finemem.train.dp import check_layers
@@ -95,7 +97,7 @@ def prepare(cfg: RunConfig, *, device, config_source: str | None = None) -> Prep
                     manifest=manifest, eval_warnings=eval_warnings, canaries=canaries)
 
 
-def _plant_canaries(cfg: RunConfig, tok, model, items, manifest):
+def _plant_canaries(cfg: RunConfig, tok, model, items, manifest, max_length: int):
     """Canaries and twins of cfg.data.canaries, the canaries' training items appended to
     `items` (`tier` copies each) and their manifest rows (finemem.data.canaries)."""
     from finemem.data.canaries import insert_canaries, make_canaries
@@ -103,7 +105,7 @@ def _plant_canaries(cfg: RunConfig, tok, model, items, manifest):
     from finemem.engine import score
 
     def base_nll(examples):
-        pairs = [encode(tok, e, loss_on="completion", max_length=cfg.data.max_length)
+        pairs = [encode(tok, e, loss_on="completion", max_length=max_length)
                  for e in examples]
         return [s.nll_mean for s in score(model, [(p.context, p.target) for p in pairs],
                                           min_k_stats=False)]
@@ -111,25 +113,14 @@ def _plant_canaries(cfg: RunConfig, tok, model, items, manifest):
     canaries = make_canaries(cfg.data.canaries, tok, scorer=base_nll)
     planted, manifest = insert_canaries([], manifest, canaries)
     items = items + encode_examples(tok, planted, loss_on=cfg.data.loss_on,
-                                    max_length=cfg.data.max_length)
+                                    max_length=max_length)
     return canaries, items, manifest
-
-
-def model_context(model) -> int | None:
-    """The most positions `model` takes (its config's max_position_embeddings, n_positions or
-    n_ctx), None when the config does not say."""
-    conf = model.config
-    for key in ("max_position_embeddings", "n_positions", "n_ctx", "max_sequence_length"):
-        v = getattr(conf, key, None)
-        if isinstance(v, int) and v > 0:
-            return v
-    return None
 
 
 def check_context(model, items, examples, cfg: RunConfig) -> None:
     """Refuse, before anything is written, a training example whose tokens (after clipping to
     data.max_length) do not fit the model's context."""
-    ctx = model_context(model)
+    ctx = model_positions(model)
     if ctx is None or not items:
         return
     i = max(range(len(items)), key=lambda j: len(items[j][0]))

@@ -45,6 +45,12 @@ class Probe(ABC):
     def __init__(self, cfg: Section):
         self.cfg = cfg
         self.inputs: list = []  # what prepare() loaded, as plain data: part of the done-key
+        self.note: str | None = None  # a line for the user on what prepare() chose
+
+    def describe(self) -> dict:
+        """Settings prepare() resolved (e.g. a cut fitted to the data), kept with the audit
+        in the store."""
+        return {}
 
     def prepare(self, ctx) -> None:
         """Once per run, before any checkpoint: load data, check settings."""

@@ -43,10 +43,13 @@ RATIO_CATEGORIES = ("verbatim", "idea", "paraphrase", "any")
 class ExtractionConfig(Section):
     members: int = Field(100, gt=0, description="training examples probed (a seeded sample)")
     nonmembers: int = Field(100, gt=0, description="non-members probed (the floor)")
-    prefix_tokens: int = Field(50, ge=0, description="P: tokens of the trained text given "
-                               "after the unscored context (0 = the prompt alone when the loss "
-                               "is on the completion)")
-    suffix_tokens: int = Field(50, gt=0, description="S: true-suffix tokens to reproduce")
+    prefix_tokens: int | None = Field(
+        None, ge=0, description="P: tokens of the trained text given after the unscored "
+        "context (0 = the prompt alone when the loss is on the completion; unset: the paper's "
+        "50, or less when the probed texts are shorter: see `fit_cut`)")
+    suffix_tokens: int | None = Field(
+        None, gt=0, description="S: true-suffix tokens to reproduce (unset: the paper's 50, "
+        "or less when the probed texts are shorter)")
     generate_tokens: int | None = Field(None, gt=0, description="tokens generated (default S; "
                                         "the paper: 100 for a 50-token suffix)")
     samples: int = Field(0, ge=0, description="also draw this many sampled continuations per "
@@ -90,6 +93,41 @@ class ExtractionConfig(Section):
                                 min_alignment=self.min_alignment, max_spans=self.max_spans)
 
 
+PAPER_TOKENS = 50  # the paper's P and S
+FIT_QUANTILE = 10  # the unset P + S fit this percentile of the probed texts' trained lengths
+
+
+SHORT = 16  # texts this short (trained tokens) with the prompt as context: P = 0, S = all
+
+
+def fit_cut(lengths, prefix: int | None = None, suffix: int | None = None, *,
+            prompt_context: bool = False) -> tuple[int, int]:
+    """(P, S) for texts that were trained to write `lengths` tokens: a value the user set is
+    kept; an unset one is the paper's 50, or less so that P + S fits the 10th percentile of
+    the lengths (about 9 in 10 texts are long enough to be cut). Unset both on short texts:
+    the length is shared, S = half of it (at least 1), P the rest; but when the prompt is
+    the prefix's unscored context (loss on the completion) and fewer than SHORT tokens are
+    left, the prefix is the prompt alone (P = 0) and S the whole short completion.
+
+    >>> fit_cut([200, 300]), fit_cut([11] * 9), fit_cut([11] * 9, prefix=0), fit_cut([1, 1])
+    ((50, 50), (6, 5), (0, 11), (0, 1))
+    >>> fit_cut([11] * 9, prompt_context=True), fit_cut([45] * 9, prompt_context=True)
+    ((0, 11), (23, 22))
+    """
+    import numpy as np
+
+    room = int(np.percentile(np.asarray(lengths, dtype=float), FIT_QUANTILE,
+                             method="lower")) if len(lengths) else 0
+    if prefix is None and suffix is None and prompt_context and room < SHORT:
+        return 0, max(1, room)
+    if suffix is None:
+        left = room - (prefix or 0) if prefix is not None else room // 2
+        suffix = max(1, min(PAPER_TOKENS, left))
+    if prefix is None:
+        prefix = max(0, min(PAPER_TOKENS, room - suffix))
+    return prefix, suffix
+
+
 class Item:
     """One probed text: its prefix and true suffix (tokens and text), the trained text's
     length, and how often it was seen per epoch (0 for a non-member)."""
@@ -113,20 +151,22 @@ class Extraction(Probe):
     def prepare(self, ctx) -> None:
         c = self.cfg
         # The attention probe prepares the same items: load and cut them once per audit.
-        self.items, self.skipped, self.corpus, sampled = ctx.once(
+        self.items, self.skipped, self.corpus, self.cut, lengths = ctx.once(
             ("extraction-items", c.model_dump_json()), lambda: self._load(ctx))
-        if not self.items["members"]:
-            longest = max(len(self._encode(ctx, e).target) for e, _ in sampled)
-            raise UserError(
-                f"prefix_tokens + suffix_tokens = {c.prefix_tokens + c.suffix_tokens} tokens, "
-                f"but the longest probed training text has {longest} tokens it was trained to "
-                "write; lower them (e.g. --set audit.extraction.prefix_tokens=16)",
-                field="audit.extraction.prefix_tokens")
-        if not self.items["nonmembers"]:
-            raise UserError("no non-member is long enough for prefix_tokens + suffix_tokens; "
-                            "lower them, or give longer non-members (audit.nonmembers)",
-                            field="audit.extraction.suffix_tokens")
-        self.inputs = [ctx.cfg.data.loss_on, ctx.cfg.data.max_length,
+        for split, field in (("members", "prefix_tokens"), ("nonmembers", "suffix_tokens")):
+            if not self.items[split]:
+                # the unset cut: it fits about 9 in 10 of each set's texts
+                p, s = min((fit_cut(v, prompt_context=ctx.cfg.data.loss_on == "completion")
+                            for v in lengths.values() if v), key=sum)
+                longer = "" if split == "members" else ", or give longer ones (audit.nonmembers)"
+                raise UserError(
+                    f"prefix_tokens + suffix_tokens = {sum(self.cut)} tokens, but the longest "
+                    f"probed {split[:-1]} text has {max(lengths[split], default=0)} tokens it "
+                    f"was trained to write; lower them (e.g. --set audit.extraction."
+                    f"prefix_tokens={p} --set audit.extraction.suffix_tokens={s}){longer}",
+                    field=f"audit.extraction.{field}")
+        self.note = self._note(lengths)
+        self.inputs = [ctx.cfg.data.loss_on, ctx.max_length,
                        {k: [[i.id, i.prefix, i.suffix] for i in v] for k, v in self.items.items()},
                        len(self.corpus)]
         self._index = None
@@ -143,29 +183,50 @@ class Extraction(Probe):
         everyone = ctx.members()
         sampled = seeded_sample(everyone, c.members, c.seed)  # = ctx.members(n=..., seed=...)
         non = ctx.nonmembers(n=c.nonmembers, seed=c.seed)
-        items = {"members": self._items(ctx, sampled),
-                 "nonmembers": self._items(ctx, [(e, 0) for e in non])}
-        skipped = {"members": len(sampled) - len(items["members"]),
-                   "nonmembers": len(non) - len(items["nonmembers"])}
-        return items, skipped, [self._text(ctx, e) for e, _ in everyone], sampled
+        pairs = {"members": sampled, "nonmembers": [(e, 0) for e in non]}
+        lengths = {k: [len(self._encode(ctx, e).target) for e, _ in v] for k, v in pairs.items()}
+        # unset P / S fit both sets: the shorter of the two sets' fits
+        ctx_prompt = ctx.cfg.data.loss_on == "completion"
+        cut = min((fit_cut(v, c.prefix_tokens, c.suffix_tokens, prompt_context=ctx_prompt)
+                   for v in lengths.values()), key=sum)
+        items = {k: self._items(ctx, v, cut) for k, v in pairs.items()}
+        skipped = {k: len(pairs[k]) - len(items[k]) for k in pairs}
+        return items, skipped, [self._text(ctx, e) for e, _ in everyone], cut, lengths
 
     def _encode(self, ctx, e):
         from finemem.data.format import encode
 
         return encode(ctx.tokenizer, e, loss_on=ctx.cfg.data.loss_on,
-                      max_length=ctx.cfg.data.max_length)
+                      max_length=ctx.max_length)
 
     def _text(self, ctx, e, enc=None) -> str:
         """The text as trained: what the model learned to write (clipped to max_length)."""
         enc = enc or self._encode(ctx, e)
         return ctx.tokenizer.decode(enc.target, skip_special_tokens=True)
 
-    def _items(self, ctx, pairs) -> list[Item]:
+    def _note(self, lengths: dict) -> str:
+        """One line on the cut used: P and S, and why when they are not the paper's."""
+        (p, s), c = self.cut, self.cfg
+        line = (f"extraction: prefix P = {p} and suffix S = {s} tokens of each trained text; "
+                f"'exact' counts the {s}-token suffix reproduced")
+        if (c.prefix_tokens, c.suffix_tokens) != (p, s):
+            short = min(int(np.percentile(v, FIT_QUANTILE, method="lower"))
+                        for v in lengths.values() if v)
+            line += (f" (the paper's 50 + 50 do not fit: 9 in 10 probed texts have >= {short} "
+                     "trained tokens; set audit.extraction.prefix_tokens / suffix_tokens to "
+                     "choose)")
+        return line
+
+    def describe(self) -> dict:
+        return {"prefix_tokens": self.cut[0], "suffix_tokens": self.cut[1],
+                "members": len(self.items["members"]),
+                "nonmembers": len(self.items["nonmembers"])}
+
+    def _items(self, ctx, pairs, cut_at: tuple[int, int]) -> list[Item]:
         out = []
         for e, times in pairs:
             enc = self._encode(ctx, e)
-            cut = ex.split_prefix_suffix(enc.context, enc.target, self.cfg.prefix_tokens,
-                                         self.cfg.suffix_tokens)
+            cut = ex.split_prefix_suffix(enc.context, enc.target, *cut_at)
             if cut is not None:
                 text = ctx.tokenizer.decode(cut[1], skip_special_tokens=True)
                 out.append(Item(str(e.id), cut[0], cut[1], text, self._text(ctx, e, enc),
@@ -284,11 +345,12 @@ class Extraction(Probe):
 
     def pair_setting(self) -> str:
         """The cache key of the (prefix, suffix) pairs' teacher-forced pass."""
-        return f"extract:{self.cfg.prefix_tokens}:{self.cfg.suffix_tokens}"
+        return f"extract:{self.cut[0]}:{self.cut[1]}"
 
     # ------------------------------------------------------------------ per checkpoint
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
+        p_tok, s_tok = self.cut
         per: dict[str, dict[str, np.ndarray]] = {}
         for split in SETS:
             items = self.items[split]
@@ -299,8 +361,8 @@ class Extraction(Probe):
             flags = [s.correct for s in scores]
             ctx.phase(f"{split}: greedy generation")
             gens = ctx.generate_tokens(ref, model, ids, [i.prefix for i in items],
-                                       setting=f"extract:{c.prefix_tokens}",
-                                       max_new_tokens=c.generate_tokens or c.suffix_tokens)
+                                       setting=f"extract:{p_tok}",
+                                       max_new_tokens=c.generate_tokens or s_tok)
             texts = [g[0].text for g in gens]
             ctx.phase(f"{split}: text scores and categories")
             sc = self.text_scores(texts, items)
@@ -313,9 +375,9 @@ class Extraction(Probe):
             if c.samples:
                 ctx.phase(f"{split}: {c.samples} samples each")
                 tries = ctx.generate_tokens(
-                    ref, model, ids, [i.prefix for i in items], setting=f"extract:{c.prefix_tokens}",
+                    ref, model, ids, [i.prefix for i in items], setting=f"extract:{p_tok}",
                     do_sample=True, n=c.samples, temperature=c.temperature, top_p=c.top_p,
-                    max_new_tokens=c.suffix_tokens)
+                    max_new_tokens=s_tok)
                 hits = [np.array([g.token_ids[:len(i.suffix)] == i.suffix for g in gs])
                         for i, gs in zip(items, tries)]
                 st = measures.rate_stat(np.array([h.any() for h in hits]))

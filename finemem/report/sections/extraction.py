@@ -11,9 +11,12 @@ from finemem.report.sections._common import matched_pair
 N_SHOWN = 6
 
 TEMPLATE = """
-<p>Members n={{ n_mem }}, non-members n={{ n_non }}; 95% intervals. "excess" = members minus
-non-members: only it says the model memorized these texts, not their template.</p>
-<table class="data"><thead><tr><th>checkpoint</th><th>epoch</th><th>exact (members)</th>
+<p>Members n={{ n_mem }}, non-members n={{ n_non }}; 95% intervals.{% if cut %} Each trained
+text is cut into a prefix of P = {{ cut.prefix_tokens }} and a true suffix of
+S = {{ cut.suffix_tokens }} tokens: "exact" counts the suffix reproduced.{% endif %} "excess" =
+members minus non-members: only it says the model memorized these texts, not their
+template.</p>
+<table class="data"><thead><tr><th>checkpoint</th><th>epoch</th><th>exact {{ cut.suffix_tokens if cut else "S" }}-token suffix (members)</th>
   <th>verbatim (members)</th><th>verbatim (non-members)</th><th>excess verbatim</th>
   <th>any category (members)</th><th>excess any</th><th>ROUGE-L members</th></tr></thead><tbody>
 {% for r in rows %}<tr><td><code>{{ r.name }}</code></td><td class="num">{{ r.epoch | num }}</td>
@@ -65,7 +68,9 @@ def extraction(run):
     refs = run.example_values(last.name, "members/true_suffix")
     pairs = [matched_pair("", gens[i], refs[i], mask=not run.show_secrets) for i in sorted(gens)[:N_SHOWN] if i in refs]
     heatmap, with_ = _heatmap(run, last.name)
-    return {"n_mem": (table[0]["exact"] or {}).get("n"),
+    from finemem.report.extraction_table import audited_cut
+
+    return {"n_mem": (table[0]["exact"] or {}).get("n"), "cut": audited_cut(run.run_dir),
             "n_non": (last.get("nonmembers", "exact_greedy_extractable") or {}).get("n"),
             "rows": table, "last": last.name, "plot": _curve(rows),
             "controls": {"perfect": perfect["value"], "null": null["value"]}
