@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+                      ValidationError, field_validator, model_validator)
 from pydantic_core import InitErrorDetails
 
 from finemem.errors import UserError
@@ -57,6 +57,8 @@ class DataSource(_Strict):
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="map finemem field -> your column, e.g. "
                                                "{prompt: question, completion: answer}")
+    # data.format of the config this source belongs to (DataConfig sets it; not stored here)
+    _format: str = PrivateAttr("auto")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -128,6 +130,17 @@ class DataConfig(_Strict):
     max_length: int = Field(512, gt=8, description="longest tokenized sequence kept")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
+    format: Literal["auto", "chat", "plain"] = Field(
+        "auto", description="'chat': every row (prompt/completion or messages) is a conversation "
+                            "rendered with the tokenizer's chat template, loss on the "
+                            "assistant's turn; 'auto': only a messages column is; 'plain': "
+                            "never the template")
+
+    @model_validator(mode="after")
+    def _pass_format(self) -> "DataConfig":
+        for src in (self.train, *self.eval.values()):
+            src._format = self.format
+        return self
 
     def resolved(self) -> "DataConfig":
         """This data config with local paths made absolute."""
@@ -277,6 +290,8 @@ class RunConfig(_Strict):
         d["data"].pop("eval", None)  # nor do the evaluation sets
         if d["data"].get("canaries") is None:
             d["data"].pop("canaries", None)  # runs from before canaries keep their digest
+        if d["data"].get("format") == "auto":
+            d["data"].pop("format")  # runs from before data.format keep their digest
         if d["training"].get("mixed_precision") == "no":  # runs from before these two
             d["training"].pop("mixed_precision")            # settings keep their digest
         if not d["training"].get("compile"):
@@ -298,6 +313,12 @@ class RunConfig(_Strict):
             audit = audit.model_copy(update={"nonmembers": audit.nonmembers.resolved()})
         return self.model_copy(update={"model": model, "data": self.data.resolved(),
                                        "audit": audit})
+
+    @model_validator(mode="after")
+    def _pass_format(self) -> "RunConfig":
+        if self.audit.nonmembers is not None:  # non-members are read as the training data is
+            self.audit.nonmembers._format = self.data.format
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

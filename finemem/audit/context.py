@@ -85,7 +85,7 @@ class AuditContext:
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0):
         """Continuations of each example's prompt (greedy, or n seeded samples; seeds come
         from the example ids, so they do not depend on batching)."""
-        prompts = [encode_prompt(self.tokenizer, ex.prompt) for ex in examples]
+        prompts = [encode_prompt(self.tokenizer, ex) for ex in examples]
         return engine.generate_cached(self.store, ref.content_hash, "prompt", model,
                                       self.tokenizer, [ex.id for ex in examples], prompts,
                                       max_new_tokens=max_new_tokens, n=n, do_sample=do_sample,
