@@ -30,6 +30,7 @@ def write_tiny_gguf(path: Path, *, arch: str = "llama", hidden: int = 32, layers
     import gguf
     from gguf.quants import quantize
 
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     tokens = SPECIAL + _byte_symbols()
     vocab = len(tokens)

@@ -48,6 +48,7 @@ JSONL and CSV (the CSV header is line 1) and the 1-based row number for Parquet 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -75,7 +76,7 @@ def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> li
     """
     del trust_remote_code  # kept for API stability; see the module docstring
     if src.source.startswith("builtin:"):
-        return _load_builtin(src)
+        return _load_builtin(src, tokenizer)
     if src.options:
         raise UserError("'options' only applies to a builtin task; remove it",
                         source=src.source, field="options")
@@ -139,7 +140,7 @@ def render_chat(messages: list[dict], tokenizer=None, *,
 
 # ---------------------------------------------------------------- sources -> raw rows
 
-def _load_builtin(src) -> list[Example]:
+def _load_builtin(src, tokenizer=None) -> list[Example]:
     from finemem.data.tasks import get_task
 
     if src.fields:
@@ -149,7 +150,25 @@ def _load_builtin(src) -> list[Example]:
         raise UserError("a builtin task has its own test split: hold nothing out, and name "
                         "split: test under data.eval instead", source=src.source, field="split")
     task = get_task(src.source.split(":", 1)[1], **src.options)
-    return task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+    examples = task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+    if _format_of(src) != "chat" or tokenizer is None:
+        return examples
+    if not getattr(tokenizer, "chat_template", None):
+        raise UserError("data.format: chat needs a tokenizer with a chat template, and this "
+                        "model's has none; use data.format: plain (or auto)", source=src.source,
+                        field="data.format")
+    out = []
+    for ex in examples:
+        prompt, completion, _ = render_chat(_one_turn(ex.prompt, ex.completion), tokenizer)
+        out.append(dataclasses.replace(ex, prompt=prompt, completion=completion, chat=True))
+    return out
+
+
+def _one_turn(prompt: str, completion: str) -> list[dict]:
+    """A prompt/completion row as a conversation; the whitespace that joins the two in plain
+    text (a completion's leading space) is not part of either message."""
+    return [{"role": "user", "content": prompt.rstrip()},
+            {"role": "assistant", "content": completion.lstrip()}]
 
 
 def _format_of(src) -> str:
@@ -328,7 +347,8 @@ def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
                  tokenizer, fmt: str = "auto") -> list[Example]:
     columns = list(dict.fromkeys(k for _, r in rows for k in r))
     fmap = _resolve_fields(fields, columns, origin)
-    if fmt == "chat" and (tokenizer is None or not getattr(tokenizer, "chat_template", None)):
+    # (without a tokenizer, as input checks that load no model read data, rows stay plain)
+    if fmt == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
         raise UserError("data.format: chat needs a tokenizer with a chat template, and this "
                         "model's has none; use data.format: plain (or auto)", source=origin,
                         field="data.format")
@@ -353,10 +373,9 @@ def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
             for f, v in (("prompt", prompt), ("completion", completion)):
                 if not isinstance(v, str):
                     raise err(f"{f} must be a string, got {type(v).__name__} {v!r:.40}", f)
-            if fmt == "chat" and completion:
-                prompt, completion, chat = _chat(
-                    [{"role": "user", "content": prompt},
-                     {"role": "assistant", "content": completion}], tokenizer, err, fmt)
+            if fmt == "chat" and completion and tokenizer is not None:
+                prompt, completion, chat = _chat(_one_turn(prompt, completion), tokenizer, err,
+                                                 fmt)
         if not completion:
             raise err("completion is empty; every example needs text to learn", "completion")
         answer = _scalar(row.get(fmap["answer"]), "answer", err) if "answer" in fmap else None

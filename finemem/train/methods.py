@@ -97,6 +97,32 @@ def apply_method(model: nn.Module, training) -> nn.Module:
     model : a transformers causal LM
     training : `finemem.config.TrainingConfig`
     """
+    model = _apply(model, training)
+    if getattr(training, "gradient_checkpointing", False):
+        enable_checkpointing(model, lora=training.method == "lora")
+    return model
+
+
+def enable_checkpointing(model: nn.Module, *, lora: bool) -> None:
+    """Hugging Face gradient checkpointing (non-reentrant: frozen inputs still get gradients
+    through the recomputed layers; the RNG state is replayed, so dropout masks match). With
+    LoRA the frozen embeddings' output is made to require grad (peft's input-grad hook), so
+    the checkpointed layers see an input that needs a gradient."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise UserError(f"{type(base).__name__} does not support gradient checkpointing; set "
+                        "training.gradient_checkpointing: false",
+                        field="training.gradient_checkpointing")
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # the name from transformers 5.x on
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if lora:
+        model.enable_input_require_grads()
+
+
+def _apply(model: nn.Module, training) -> nn.Module:
     method = training.method
     if method == "full":
         for p in model.parameters():
