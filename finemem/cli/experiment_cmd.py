@@ -12,14 +12,25 @@ def register(app: typer.Typer) -> None:
     from finemem.experiments import experiment_names, get_experiment
 
     @app.command()
-    def demo(run_dir: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
-             force: bool = typer.Option(False, help="start the demo run over")) -> None:
+    def demo(run_dir: Path = typer.Option(None, help="where the demo run goes (default "
+                                                     "runs/demo, with --model runs/demo-real)"),
+             force: bool = typer.Option(False, help="start the demo run over"),
+             model: Optional[str] = typer.Option(
+                 None, help="a real pretrained model (e.g. smollm2-135m, fetched when "
+                            "missing): LoRA on chat-formatted data, audited for membership "
+                            "and extraction (finemem/experiments/demo_real.yaml)")) -> None:
         """Build builtin:tiny, fine-tune arith at a high learning rate, audit every checkpoint,
         print the stage table and the recommendation, plot the learning dynamics and write the
         HTML report (its path is printed last).
 
-        Example: finemem demo --run-dir runs/demo"""
-        get_experiment("demo").run(run_dir, force=force)
+        Example: finemem demo --run-dir runs/demo
+
+        Example: finemem demo --model smollm2-135m"""
+        if model is not None:
+            get_experiment("demo-real").run(run_dir or Path("runs/demo-real"), force=force,
+                                            model=model)
+            return
+        get_experiment("demo").run(run_dir or Path("runs/demo"), force=force)
 
     names = experiment_names(reproducible=True)
 
