@@ -290,10 +290,14 @@ def test_demo_with_a_real_model_file(gguf_home, tmp_path, monkeypatch, capsys):
 
     from finemem.experiments import demo_real
 
-    def small(name):  # the shipped settings, 2 epochs; a byte-level vocabulary needs more room
+    def small(name):  # the shipped settings, scaled down; a byte vocabulary needs more room
         raw, text = load(name)
-        raw["training"].update(epochs=2, save_every=8)
+        raw["training"].update(epochs=1, save_every=2)
         raw["data"]["max_length"] = 512
+        raw["data"]["train"]["n"] = raw["data"]["eval"]["test"]["n"] = 16
+        raw["audit"]["likelihood"]["train_sample"] = 16
+        raw["audit"]["membership"].update(members=16, nonmembers=16, n_boot=100)
+        raw["audit"]["extraction"].update(members=4, nonmembers=4)
         return raw, text
 
     load = demo_real.load_settings
