@@ -42,7 +42,8 @@ def encode(tokenizer, ex: Example, *, loss_on: str = "completion",
     p = tokenizer(ex.prompt, add_special_tokens=False)["input_ids"]
     c = tokenizer(ex.completion, add_special_tokens=False)["input_ids"] + eos
     if loss_on == "all":
-        context, target = (bos, p + c) if bos or not p else (p[:1], p[1:] + c)
+        # a chat example has no bos of finemem's own: its first token is the context
+        context, target = (p[:1], p[1:] + c) if ex.chat and p else (bos, p + c)
     else:
         context, target = bos + p, c
     if max_length is not None and len(context) + len(target) > max_length:
