@@ -154,9 +154,7 @@ def _load_builtin(src, tokenizer=None) -> list[Example]:
     if _format_of(src) != "chat" or tokenizer is None:
         return examples
     if not getattr(tokenizer, "chat_template", None):
-        raise UserError("data.format: chat needs a tokenizer with a chat template, and this "
-                        "model's has none; use data.format: plain (or auto)", source=src.source,
-                        field="data.format")
+        raise _no_template(src.source)
     out = []
     for ex in examples:
         prompt, completion, _ = render_chat(_one_turn(ex.prompt, ex.completion), tokenizer)
@@ -169,6 +167,12 @@ def _one_turn(prompt: str, completion: str) -> list[dict]:
     text (a completion's leading space) is not part of either message."""
     return [{"role": "user", "content": prompt.rstrip()},
             {"role": "assistant", "content": completion.lstrip()}]
+
+
+def _no_template(source: str) -> UserError:
+    return UserError("data.format: chat needs a tokenizer with a chat template, and this "
+                     "model's has none; use data.format: plain (or auto)", source=source,
+                     field="data.format")
 
 
 def _format_of(src) -> str:
@@ -349,9 +353,7 @@ def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
     fmap = _resolve_fields(fields, columns, origin)
     # (without a tokenizer, as input checks that load no model read data, rows stay plain)
     if fmt == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
-        raise UserError("data.format: chat needs a tokenizer with a chat template, and this "
-                        "model's has none; use data.format: plain (or auto)", source=origin,
-                        field="data.format")
+        raise _no_template(origin)
     required = ("messages",) if "messages" in fmap else ("prompt", "completion")
     used = set(fmap.values())
     seen: dict[str, int] = {}
