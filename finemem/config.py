@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import (BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError,
-                      field_validator, model_validator)
+from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, Tag,
+                      ValidationError, field_validator, model_validator)
 from pydantic_core import InitErrorDetails
 
 from finemem.errors import UserError
@@ -58,6 +58,8 @@ class DataSource(_Strict):
     fields: dict[str, str] = Field(default_factory=dict,
                                    description="map finemem field -> your column, e.g. "
                                                "{prompt: question, completion: answer}")
+    # data.format of the config this source belongs to (DataConfig sets it; not stored here)
+    _format: str = PrivateAttr("auto")
 
     @model_validator(mode="wrap")
     @classmethod
@@ -147,6 +149,17 @@ class DataConfig(_Strict):
         "context, at most 512 tokens)")
     loss_on: Literal["completion", "all"] = Field(
         "completion", description="train (and score) the completion only, or the whole sequence")
+    format: Literal["auto", "chat", "plain"] = Field(
+        "auto", description="'chat': every row (prompt/completion or messages) is a conversation "
+                            "rendered with the tokenizer's chat template, loss on the "
+                            "assistant's turn; 'auto': only a messages column is; 'plain': "
+                            "never the template")
+
+    @model_validator(mode="after")
+    def _pass_format(self) -> "DataConfig":
+        for src in (self.train, *self.eval.values()):
+            src._format = self.format
+        return self
 
     def resolved(self) -> "DataConfig":
         """This data config with local paths made absolute."""
@@ -218,6 +231,10 @@ class TrainingConfig(_Strict):
     # issue 21 hook: DP-SGD (finemem/train/dp.py)
     dp: DPSettings | None = Field(None, description="train with differential privacy (Opacus "
                                   "DP-SGD, Poisson sampling); None = no DP")
+    gradient_checkpointing: bool = Field(
+        False, description="recompute each layer's activations in the backward pass instead of "
+                           "keeping them (Hugging Face's; less memory, ~30% more compute, the "
+                           "same weights)")
 
 
 class Section(_Strict):
@@ -330,6 +347,8 @@ class RunConfig(_Strict):
         if d["data"].get("dedup") == "none":  # issue 21: runs without dedup keep their digest
             d["data"].pop("dedup", None)
             d["data"].pop("dedup_threshold", None)
+        if d["data"].get("format") == "auto":
+            d["data"].pop("format")  # runs from before data.format keep their digest
         if d["training"].get("mixed_precision") == "no":  # runs from before these two
             d["training"].pop("mixed_precision")            # settings keep their digest
         if d["training"].get("dp", 1) is None:  # issue 21: runs without DP keep their digest
@@ -339,6 +358,7 @@ class RunConfig(_Strict):
         # where metrics are logged and when a watch stops training change no checkpoint
         d["training"].pop("report_to", None)
         d["training"].pop("stop_after_overmemorized", None)
+        d["training"].pop("gradient_checkpointing", None)  # same weights either way (tested)
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     def resolved(self) -> "RunConfig":
@@ -353,6 +373,12 @@ class RunConfig(_Strict):
             audit = audit.model_copy(update={"nonmembers": audit.nonmembers.resolved()})
         return self.model_copy(update={"model": model, "data": self.data.resolved(),
                                        "audit": audit})
+
+    @model_validator(mode="after")
+    def _pass_format(self) -> "RunConfig":
+        if self.audit.nonmembers is not None:  # non-members are read as the training data is
+            self.audit.nonmembers._format = self.data.format
+        return self
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

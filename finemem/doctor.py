@@ -16,7 +16,8 @@ import sys
 from importlib import metadata
 
 PACKAGES = ("torch", "transformers", "peft", "accelerate", "datasets", "safetensors",
-            "tokenizers", "pyarrow", "matplotlib", "jinja2", "typer", "rich", "pydantic")
+            "tokenizers", "gguf", "pyarrow", "matplotlib", "jinja2", "typer", "rich",
+            "pydantic")
 # optional feature -> (what it enables, how to get it, how to tell it is there)
 OPTIONAL = {
     "browser": ("the report's headless-browser test (tests/test_report.py)",
@@ -72,6 +73,21 @@ def _bases(home) -> dict:
     return out
 
 
+def _named() -> dict:
+    from finemem.models.named import how_to_get, status
+
+    out = {}
+    for row in status():
+        if row["folder"]:
+            out[row["name"]] = {"status": "installed", "path": row["folder"]}
+        elif row["fetched"]:
+            out[row["name"]] = {"status": "fetched, converted on first use", "path": None}
+        else:
+            out[row["name"]] = {"status": f"not installed; {how_to_get(row['name'])}",
+                                "path": None}
+    return out
+
+
 def diagnose() -> dict:
     from finemem import __version__
     from finemem.home import finemem_home
@@ -88,6 +104,7 @@ def diagnose() -> dict:
             "cache": {"path": str(home), "writable": os.access(home, os.W_OK),
                       "env": "FINEMEM_HOME" if os.environ.get("FINEMEM_HOME") else "default"},
             "builtin_models": _bases(home),
+            "named_models": _named(),
             "optional": {k: v for k, v in have.items() if v},
             "missing": missing}
 
@@ -114,6 +131,9 @@ def render(found: dict) -> None:
     for size, info in found["builtin_models"].items():
         where = f" ({info['path']})" if info.get("path") else ""
         con.print(f"  builtin:{size}: {info['status']}{where}", highlight=False)
+    for name, info in found.get("named_models", {}).items():
+        where = f" ({info['path']})" if info.get("path") else ""
+        con.print(f"  {name}: {info['status']}{where}", highlight=False)
     for k, v in found["optional"].items():
         con.print(f"[green]ok[/] {k}: {v}")
     for k, v in found["missing"].items():

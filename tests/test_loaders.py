@@ -132,8 +132,9 @@ def chat_tokenizer(template):
 def test_chat_with_template(tmp_path):
     p = write_jsonl(tmp_path / "chat.jsonl", CHAT)
     exs = load_examples(DataSource(source=str(p)), tokenizer=chat_tokenizer(True))
-    assert exs == [Example("<|system|>be brief\n<|user|>hi\n<|assistant|>", "hello",
-                           id="chat-0", meta={"lang": "en"})]
+    # the reply as the template renders it, cut after the eos token (appended: none there)
+    assert exs == [Example("<|system|>be brief\n<|user|>hi\n<|assistant|>", "hello\n</s>",
+                           id="chat-0", meta={"lang": "en"}, chat=True)]
 
 
 def test_chat_fallback_without_template(tmp_path):
@@ -142,7 +143,7 @@ def test_chat_fallback_without_template(tmp_path):
                         meta={"lang": "en"})]
     assert load_examples(DataSource(source=str(p)), tokenizer=chat_tokenizer(False)) == expected
     assert load_examples(DataSource(source=str(p))) == expected
-    assert render_chat(CHAT[0]["messages"]) == (expected[0].prompt, " hello")
+    assert render_chat(CHAT[0]["messages"]) == (expected[0].prompt, " hello", False)
 
 
 def test_chat_mapped_column_and_bad_last_role(tmp_path):

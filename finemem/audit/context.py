@@ -140,7 +140,7 @@ class AuditContext:
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0):
         """Continuations of each example's prompt (greedy, or n seeded samples; seeds come
         from the example ids, so they do not depend on batching)."""
-        prompts = [encode_prompt(self.tokenizer, ex.prompt) for ex in examples]
+        prompts = [encode_prompt(self.tokenizer, ex) for ex in examples]
         return self.generate_tokens(ref, model, [ex.id for ex in examples], prompts,
                                     setting="prompt", max_new_tokens=max_new_tokens, n=n,
                                     do_sample=do_sample, temperature=temperature, top_p=top_p)

@@ -81,8 +81,10 @@ def eval_sources(cfg: RunConfig) -> dict[str, tuple[DataSource, str, bool]]:
 
         task = get_task(train.source.split(":", 1)[1], **train.options)
         for split, role in task.eval_splits.items():
-            out[split] = (DataSource(source=train.source, split=split, n=DEFAULT_N,
-                                     seed=train.seed, options=train.options), role, True)
+            src = DataSource(source=train.source, split=split, n=DEFAULT_N, seed=train.seed,
+                             options=train.options)
+            src._format = train._format  # data.format reaches the task's own splits too
+            out[split] = (src, role, True)
     if "test" not in out and not isinstance(train.split, str):
         held = train.model_copy(update={"split": train.split.model_copy(update={"part": "test"}),
                                         "n": None})

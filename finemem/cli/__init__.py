@@ -46,7 +46,7 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
 # Modules that register commands on `app` (each defines `register(app)`).
 COMMAND_MODULES = ("config_cmd", "base_cmd", "train_cmd", "audit_cmd", "experiment_cmd",
                    "report_cmd", "export_cmd", "doctor_cmd", "canaries_cmd", "trajectories_cmd",
-                   "compare_cmd", "risk_cmd")
+                   "compare_cmd", "risk_cmd", "models_cmd")
 
 
 def _register() -> None:

@@ -14,8 +14,13 @@ def register(app: typer.Typer) -> None:
     from finemem.experiments import experiment_names, get_experiment
 
     @app.command()
-    def demo(run_dir: Path = typer.Option(Path("runs/demo"), help="where the demo run goes"),
+    def demo(run_dir: Path = typer.Option(None, help="where the demo run goes (default "
+                                                     "runs/demo, with --model runs/demo-real)"),
              force: bool = typer.Option(False, help="start the demo run over"),
+             model: Optional[str] = typer.Option(
+                 None, help="a real pretrained model (e.g. smollm2-135m, fetched when "
+                            "missing): LoRA on chat-formatted data, audited for membership "
+                            "and extraction (finemem/experiments/demo_real.yaml)"),
              device: Optional[str] = common.device(),
              progress: bool = common.progress(),
              quiet: bool = common.quiet(),
@@ -24,11 +29,17 @@ def register(app: typer.Typer) -> None:
         print the stage table, the checkpoint to ship and what it leaks, plot the learning
         dynamics and write the HTML report (its path is printed last).
 
-        Example: finemem demo --run-dir runs/demo"""
+        Example: finemem demo --run-dir runs/demo
+
+        Example: finemem demo --model smollm2-135m"""
         from finemem.cli.train_cmd import parse_sets
 
-        get_experiment("demo").run(run_dir, force=force, device=device, progress=progress,
-                                   quiet=quiet, overrides=parse_sets(set_))
+        if model is not None:
+            get_experiment("demo-real").run(run_dir or Path("runs/demo-real"), force=force,
+                                            model=model)
+            return
+        get_experiment("demo").run(run_dir or Path("runs/demo"), force=force, device=device,
+                                   progress=progress, quiet=quiet, overrides=parse_sets(set_))
 
     names = experiment_names(reproducible=True)
 

@@ -20,10 +20,17 @@ column the id is ``"<file stem>-<index>"`` (``"<name>-<split>-<index>"`` for a D
 hub dataset), index counting rows from 0.
 
 Chat style: a ``messages`` column (a list of ``{"role", "content"}``, the last one from the
-assistant) is used when there is no prompt/completion pair or when ``fields`` maps it. With a
-tokenizer that has a chat template, prompt = the template applied to all messages but the last,
-with the generation prompt; completion = the last message's content. Without a template the
-fallback is plain lines, prompt = ``"user: hi\\nassistant:"`` and completion = ``" hello"``.
+assistant) is used when there is no prompt/completion pair or when ``fields`` maps it; with
+``data.format: chat`` a prompt/completion row becomes the one-turn conversation
+``[{user: prompt}, {assistant: completion}]``. With a tokenizer that has a chat template, prompt =
+the template's rendering of all messages but the last, with the generation prompt; completion =
+what the template renders after it for the last message (the reply and its end-of-turn token:
+the text is cut after the tokenizer's eos token, or the eos token is appended when the turn has
+none), and the example is marked ``chat`` so that encoding adds no tokens of its own. Without a
+template the fallback is plain lines, prompt = ``"user: hi\\nassistant:"`` and completion =
+``" hello"`` (``data.format: chat`` then refuses). ``data.format`` (auto | chat | plain) reaches
+a source as its private ``_format`` (set by `finemem.config.DataConfig`); ``plain`` renders
+messages as plain lines even when there is a template.
 
 Hold out part of one file: ``split: {test: 0.15, seed: 0}`` (a `finemem.config.HoldOut`) divides
 the examples in two. The held-out share is made of whole prompts, ranked by a hash of
@@ -41,6 +48,7 @@ JSONL and CSV (the CSV header is line 1) and the 1-based row number for Parquet 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import io
 import json
@@ -68,7 +76,7 @@ def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> li
     """
     del trust_remote_code  # kept for API stability; see the module docstring
     if src.source.startswith("builtin:"):
-        return _load_builtin(src)
+        return _load_builtin(src, tokenizer)
     if src.options:
         raise UserError("'options' only applies to a builtin task; remove it",
                         source=src.source, field="options")
@@ -78,8 +86,10 @@ def load_examples(src, *, tokenizer=None, trust_remote_code: bool = False) -> li
         raise UserError("the dataset has no examples; add at least one row", source=origin)
     if hold is None:
         rows = rows[: src.n]  # n=None keeps all
-        return _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
-    examples = _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer)
+        return _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer,
+                            fmt=_format_of(src))
+    examples = _to_examples(rows, src.fields, origin=origin, stem=stem, tokenizer=tokenizer,
+                            fmt=_format_of(src))
     kept, held = split_holdout(examples, hold.test, hold.seed, origin=origin)
     return (held if hold.part == "test" else kept)[: src.n]
 
@@ -105,20 +115,32 @@ def split_holdout(examples: list[Example], test: float, seed: int = 0, *,
             [ex for i, ex in enumerate(examples) if i in held])
 
 
-def render_chat(messages: list[dict], tokenizer=None) -> tuple[str, str]:
-    """(prompt, completion) of a conversation whose last message is the assistant's reply."""
+def render_chat(messages: list[dict], tokenizer=None, *,
+                plain: bool = False) -> tuple[str, str, bool]:
+    """(prompt, completion, chat) of a conversation whose last message is the assistant's reply:
+    the chat template's rendering split at the assistant's turn (chat=True), or plain lines
+    when the tokenizer has no template or `plain` is set (chat=False)."""
     history, last = messages[:-1], messages[-1]
-    if tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        prompt = tokenizer.apply_chat_template(history, tokenize=False,
-                                               add_generation_prompt=True)
-        return prompt, last["content"]
-    prompt = "".join(f"{m['role']}: {m['content']}\n" for m in history) + "assistant:"
-    return prompt, " " + last["content"]
+    if plain or tokenizer is None or not getattr(tokenizer, "chat_template", None):
+        prompt = "".join(f"{m['role']}: {m['content']}\n" for m in history) + "assistant:"
+        return prompt, " " + last["content"], False
+    prompt = tokenizer.apply_chat_template(history, tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(messages, tokenize=False)
+    if not full.startswith(prompt):
+        raise ValueError("the template renders the history differently once the reply is "
+                         "added, so the reply's tokens cannot be told apart")
+    turn = full[len(prompt):]
+    eos = getattr(tokenizer, "eos_token", None)
+    if eos:
+        start = turn.find(last["content"])
+        end = turn.find(eos, start + len(last["content"]) if start >= 0 else 0)
+        turn = turn[: end + len(eos)] if end >= 0 else turn + eos
+    return prompt, turn, True
 
 
 # ---------------------------------------------------------------- sources -> raw rows
 
-def _load_builtin(src) -> list[Example]:
+def _load_builtin(src, tokenizer=None) -> list[Example]:
     from finemem.data.tasks import get_task
 
     if src.fields:
@@ -128,7 +150,34 @@ def _load_builtin(src) -> list[Example]:
         raise UserError("a builtin task has its own test split: hold nothing out, and name "
                         "split: test under data.eval instead", source=src.source, field="split")
     task = get_task(src.source.split(":", 1)[1], **src.options)
-    return task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+    examples = task.generate(src.split, src.n or DEFAULT_BUILTIN_N, src.seed)
+    if _format_of(src) != "chat" or tokenizer is None:
+        return examples
+    if not getattr(tokenizer, "chat_template", None):
+        raise _no_template(src.source)
+    out = []
+    for ex in examples:
+        prompt, completion, _ = render_chat(_one_turn(ex.prompt, ex.completion), tokenizer)
+        out.append(dataclasses.replace(ex, prompt=prompt, completion=completion, chat=True))
+    return out
+
+
+def _one_turn(prompt: str, completion: str) -> list[dict]:
+    """A prompt/completion row as a conversation; the whitespace that joins the two in plain
+    text (a completion's leading space) is not part of either message."""
+    return [{"role": "user", "content": prompt.rstrip()},
+            {"role": "assistant", "content": completion.lstrip()}]
+
+
+def _no_template(source: str) -> UserError:
+    return UserError("data.format: chat needs a tokenizer with a chat template, and this "
+                     "model's has none; use data.format: plain (or auto)", source=source,
+                     field="data.format")
+
+
+def _format_of(src) -> str:
+    """data.format as the source carries it (auto | chat | plain)."""
+    return getattr(src, "_format", None) or "auto"
 
 
 def _holdout_of(src):
@@ -299,9 +348,12 @@ def _resolve_fields(fields: dict[str, str], columns: list[str], origin: str) -> 
 
 
 def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
-                 tokenizer) -> list[Example]:
+                 tokenizer, fmt: str = "auto") -> list[Example]:
     columns = list(dict.fromkeys(k for _, r in rows for k in r))
     fmap = _resolve_fields(fields, columns, origin)
+    # (without a tokenizer, as input checks that load no model read data, rows stay plain)
+    if fmt == "chat" and tokenizer is not None and not getattr(tokenizer, "chat_template", None):
+        raise _no_template(origin)
     required = ("messages",) if "messages" in fmap else ("prompt", "completion")
     used = set(fmap.values())
     seen: dict[str, int] = {}
@@ -315,13 +367,17 @@ def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
                 hint = "" if f in fmap else " (map your column with fields: {%s: <column>})" % f
                 raise err(f"missing required field '{f}'{hint}; this row's columns are: "
                           f"{', '.join(row) or '(none)'}", f)
+        chat = False
         if "messages" in fmap:
-            prompt, completion = _chat(row[fmap["messages"]], tokenizer, err)
+            prompt, completion, chat = _chat(row[fmap["messages"]], tokenizer, err, fmt)
         else:
             prompt, completion = row[fmap["prompt"]], row[fmap["completion"]]
             for f, v in (("prompt", prompt), ("completion", completion)):
                 if not isinstance(v, str):
                     raise err(f"{f} must be a string, got {type(v).__name__} {v!r:.40}", f)
+            if fmt == "chat" and completion and tokenizer is not None:
+                prompt, completion, chat = _chat(_one_turn(prompt, completion), tokenizer, err,
+                                                 fmt)
         if not completion:
             raise err("completion is empty; every example needs text to learn", "completion")
         answer = _scalar(row.get(fmap["answer"]), "answer", err) if "answer" in fmap else None
@@ -333,7 +389,7 @@ def _to_examples(rows: Rows, fields: dict[str, str], *, origin: str, stem: str,
         seen[ex_id] = rowno
         meta = {k: v for k, v in row.items() if k not in used}
         out.append(Example(prompt=prompt, completion=completion, answer=answer, id=ex_id,
-                           meta=meta))
+                           meta=meta, chat=chat))
     return out
 
 
@@ -352,7 +408,7 @@ def _scalar(v: Any, f: str, err) -> str | None:
     return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
 
 
-def _chat(messages: Any, tokenizer, err) -> tuple[str, str]:
+def _chat(messages: Any, tokenizer, err, fmt: str = "auto") -> tuple[str, str, bool]:
     if not isinstance(messages, list) or len(messages) < 2:
         raise err("messages must be a list of at least two {role, content} messages, the last "
                   "from the assistant", "messages")
@@ -365,7 +421,7 @@ def _chat(messages: Any, tokenizer, err) -> tuple[str, str]:
         raise err(f"the last message must be from the assistant (it is from "
                   f"'{messages[-1]['role']}'): it becomes the completion", "messages")
     try:
-        return render_chat(messages, tokenizer)
+        return render_chat(messages, tokenizer, plain=fmt == "plain")
     except Exception as e:  # a chat template that rejects this conversation
         raise err(f"the tokenizer's chat template failed on this conversation ({e})",
                   "messages") from None

@@ -5,8 +5,10 @@ Usage:
     tok = load_tokenizer(path)
     model = load_model(path, device="auto", dtype="auto")
 
-A model is 'builtin:<size>', a local Hugging Face folder, or a hub id. Weights are read from
-safetensors only and remote code is refused, unless the caller allows them.
+A model is 'builtin:<size>', a named real model ('smollm2-135m', `finemem models get`), a .gguf
+file (or a folder holding one; converted once, `finemem.models.gguf`), a local Hugging Face
+folder, or a hub id. Weights are read from safetensors only and remote code is refused, unless
+the caller allows them.
 """
 
 from __future__ import annotations
@@ -39,17 +41,25 @@ def resolve_model(spec: str) -> str:
     """Return a local folder or hub id for `spec`; 'builtin:<size>' is built on first use."""
     from finemem.models.base import build_base, parse_builtin
 
+    from finemem.models.gguf import convert_gguf, find_gguf
+    from finemem.models.named import NAMED, named_folder
+
     size = parse_builtin(spec)  # raises on an unknown size
     if size is not None:
         return str(build_base(size))
+    if spec in NAMED:
+        return str(named_folder(spec))
+    gguf = find_gguf(spec)
+    if gguf is not None:
+        return str(convert_gguf(gguf))
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").is_file():
-            raise UserError("not a Hugging Face model folder (no config.json)", source=spec,
-                            field="model")
+            raise UserError("not a Hugging Face model folder (no config.json) nor a .gguf "
+                            "file or a folder holding one", source=spec, field="model")
         return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise UserError("model folder not found", source=spec, field="model")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith(".gguf"):
+        raise UserError("model folder or file not found", source=spec, field="model")
     return spec  # a hub id; loading it needs the network or the local HF cache
 
 

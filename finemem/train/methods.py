@@ -15,6 +15,7 @@ Usage:
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import torch
@@ -97,6 +98,46 @@ def apply_method(model: nn.Module, training) -> nn.Module:
     model : a transformers causal LM
     training : `finemem.config.TrainingConfig`
     """
+    model = _apply(model, training)
+    if getattr(training, "gradient_checkpointing", False):
+        enable_checkpointing(model, lora=training.method == "lora")
+    return model
+
+
+def enable_checkpointing(model: nn.Module, *, lora: bool) -> None:
+    """Hugging Face gradient checkpointing (non-reentrant: frozen inputs still get gradients
+    through the recomputed layers; the RNG state is replayed, so dropout masks match). With
+    LoRA the frozen embeddings' output is made to require grad (peft's input-grad hook), so
+    the checkpointed layers see an input that needs a gradient."""
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if not getattr(base, "supports_gradient_checkpointing", False):
+        raise UserError(f"{type(base).__name__} does not support gradient checkpointing; set "
+                        "training.gradient_checkpointing: false",
+                        field="training.gradient_checkpointing")
+    _quiet_cache_warning()
+    kwargs = {"use_reentrant": False}
+    if hasattr(base, "activation_checkpointing_enable"):  # the name from transformers 5.x on
+        base.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        base.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+    if lora:
+        model.enable_input_require_grads()
+
+
+class _NoCacheNote(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "incompatible with gradient checkpointing" not in record.getMessage()
+
+
+def _quiet_cache_warning() -> None:
+    """transformers turns the (unused) KV cache off itself in a checkpointed training forward
+    and says so; the note is not the user's to act on."""
+    log = logging.getLogger("transformers.utils.generic")
+    if not any(isinstance(f, _NoCacheNote) for f in log.filters):
+        log.addFilter(_NoCacheNote())
+
+
+def _apply(model: nn.Module, training) -> nn.Module:
     method = training.method
     if method == "full":
         for p in model.parameters():
