@@ -144,6 +144,7 @@ def test_a_registry_imports_every_public_module_of_its_package(tmp_path, monkeyp
 def test_task_registry_discovers_its_modules():
     from finemem.data.tasks import TASKS, task_names
 
-    assert task_names() == ["arith", "dialog", "qa", "sentiment", "summarize", "translate"]
+    assert task_names() == ["arith", "dialog", "qa", "records", "sentiment", "summarize",
+                            "translate"]
     assert {TASKS[n].__module__ for n in task_names()} == {
         f"finemem.data.tasks.{n}" for n in task_names()}
