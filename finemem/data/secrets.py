@@ -133,18 +133,24 @@ def _like(rng: random.Random, s: str) -> str:
 def candidate(secret: Secret, rng: random.Random) -> str:
     """One random string of the secret's format: each digit / lower / upper letter replaced by
     a random one of its class, other characters kept; a card keeps a valid Luhn digit, an IBAN
-    its country and valid check digits, an email its domain, a date a real date."""
+    its country, bank letters and valid check digits, a phone its "+NN" prefix, an email its
+    domain, a date a real date."""
     t = secret.text
     if secret.type == "card":
         body = _like(rng, t[:-1])
         return body + luhn_digit("".join(c for c in body if c.isdigit()))
     if secret.type == "iban":
         flat = t.replace(" ", "")
-        bban = _like(rng, flat[4:])
+        # the bank code's letters are public (a handful of banks): only the digits are secret
+        bban = "".join(str(rng.randrange(10)) if c.isdigit() else c for c in flat[4:])
         new = iban_with_check(flat[:2], bban)
         if " " in t:
             new = " ".join(new[i:i + 4] for i in range(0, len(new), 4))
         return new
+    if secret.type == "phone":
+        # the country / mobile prefix (up to the first space) is the format, not the secret
+        head, sep, rest = t.partition(" ")
+        return (head + sep + _like(rng, rest)) if sep and head.startswith("+") else _like(rng, t)
     if secret.type == "email" and "@" in t:
         local, _, dom = t.partition("@")
         return _like(rng, local) + "@" + dom

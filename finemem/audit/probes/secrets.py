@@ -104,7 +104,7 @@ class Secrets(Probe):
                             "pattern (audit.secrets.patterns)", field="audit.secrets")
         self.cands = {it.id: candidates(it.sec, m=c.candidates, seed=(c.seed, it.id))
                       for it in self.items}
-        self.inputs = [[it.id, it.group, it.sec.type, it.context, it.target]
+        self.inputs = [[it.id, it.group, it.sec.type, it.context, it.target, self.cands[it.id]]
                        for it in self.items]
 
     def run(self, ctx, ref, model) -> None:
