@@ -329,3 +329,29 @@ def test_demo_signature_needs_consecutive_checkpoints():
     assert longest_stretch([0.9, 0.9, 0.5, 0.9, math.nan], [1.5, 1.0, 2.0, 1.5, 1.5]) == [0]
     with pytest.raises(UserError):
         longest_stretch([0.9], [1.0, 1.0])
+
+
+def test_replication_markdown_comes_from_its_template(tmp_path):
+    """write_replication renders templates/over_memorization.md.j2: the title, the machine
+    note as the second paragraph, one table row per run and the claims table."""
+    from finemem.experiments import MACHINE_NOTE
+    from finemem.experiments import over_memorization_claims as oc
+
+    acc = "test/answer_accuracy"
+    rows = [_row(f"s{i}", i, **{acc: (a, a - 0.03, min(a + 0.03, 1.0)),
+                                "test/perplexity": (2.0 + i, 1.9, 2.1 + i)})
+            for i, a in enumerate([0.0, 0.95, 0.95, 0.94])]
+    hi = _summary(rows, ["underfit", "healthy", "over-memorized", "over-memorized"],
+                  [1.0, 1.0, 1.4, 1.5])
+    cfg = SimpleNamespace(model="builtin:tiny", data=SimpleNamespace(train=SimpleNamespace(
+        source="builtin:arith", n=500, options={})), training=SimpleNamespace(
+        epochs=30, scheduler="linear", warmup_steps=30, method="full", lr=6e-4, loss="ce"))
+    doc = tmp_path / "REPLICATION.md"
+    oc.write_replication(doc, {"alpha": hi}, {"alpha": cfg}, {"high_lr": "alpha"}, minutes=3)
+    text = doc.read_text()
+    paras = text.split("\n\n")
+    assert "# Replication: over-memorization on the built-in setup" in paras[0]
+    assert MACHINE_NOTE in text and text.index(MACHINE_NOTE) > text.index("this invocation took 3 min")
+    assert "| alpha | full | 0.0006 | ce | 0.950 |" in text
+    assert "### alpha: full fine-tuning, high learning rate" in text
+    assert "| claim (paper) | measured here | verdict |" in text

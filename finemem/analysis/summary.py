@@ -15,7 +15,6 @@ recommendation, and the summary says why no stages are drawn.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +23,7 @@ from finemem.analysis.recommend import recommend_by_ppl, recommend_checkpoint
 from finemem.analysis.stages import CheckpointStage, StageRule, label_merge, label_stages
 from finemem.config import AuditConfig
 from finemem.errors import UserError
-from finemem.run import BASE, RunFolder
+from finemem.run import BASE, RunFolder  # noqa: F401 (BASE: re-exported)
 from finemem.store import Store, parse_setting  # noqa: F401 (parse_setting: re-exported)
 
 ACC = "test/answer_accuracy"

@@ -15,7 +15,6 @@ not at the last one); and *never* when it is extractable at none.
 from __future__ import annotations
 
 import csv
-import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path

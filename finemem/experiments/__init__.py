@@ -40,6 +40,17 @@ MACHINE_NOTE = ("These figures come from one machine. The self-built base model 
                 "machines gave the same verdicts (docs/OVER_MEMORIZATION.md).")
 
 
+def render_markdown(template: str, **context) -> str:
+    """An experiment's Markdown report from its Jinja2 template in templates/ (no HTML
+    escaping: Markdown; `machine_note` is passed in)."""
+    from jinja2 import Environment, PackageLoader, StrictUndefined
+
+    env = Environment(loader=PackageLoader("finemem.experiments", "templates"),
+                      autoescape=False, trim_blocks=True, lstrip_blocks=True,
+                      keep_trailing_newline=True, undefined=StrictUndefined)
+    return env.get_template(template).render(machine_note=MACHINE_NOTE, **context)
+
+
 def with_machine_note(lines: list[str]) -> list[str]:
     """`lines` (title, "", first paragraph, ...) with MACHINE_NOTE as the second paragraph."""
     return lines[:3] + ["", MACHINE_NOTE] + lines[3:]

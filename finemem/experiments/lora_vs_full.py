@@ -16,7 +16,7 @@ from pathlib import Path
 
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment, with_machine_note
+from finemem.experiments import Experiment, register_experiment
 
 
 def merge(base: dict, over: dict) -> dict:
@@ -117,8 +117,9 @@ def _ppl(side) -> str:
 
 
 def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) -> str:
-    """The Markdown section, from the runs' stores (no model)."""
+    """The Markdown section (templates/lora_vs_full.md.j2), from the runs' stores (no model)."""
     from finemem.analysis.compare import compare, load_side, outcome_flags, plot_curves, wilson
+    from finemem.experiments import render_markdown
     from finemem.metrics.extraction import bootstrap_diff_ci
     from finemem.metrics.relaxed import paired_diff_ci
 
@@ -134,46 +135,22 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     spent = json.loads(timing.read_text()) if timing.is_file() else {}
     total = sum(spent.get(n, 0.0) for n in cfgs) / 60
     c0 = cfgs[plan["methods"]["reference"]]
-    ex = c0.audit.section("extraction")
     dup = cfgs[plan["duplication"][-1]].data.duplication
-    L = ["# Replication: LoRA vs full fine-tuning vs head-only (memorization leakage)", "",
-         f"Produced by `finemem reproduce lora-vs-full` on {time.strftime('%Y-%m-%d')} (CPU; "
-         f"training and auditing the {len(cfgs)} runs took {total:.0f} min in all, summed "
-         f"over the invocations that did the work; this invocation {minutes:.0f} min; a rerun "
-         "reuses finished runs and audits). "
-         f"Task `{c0.data.train.source}`, {c0.data.train.n} training texts, loss on the "
-         f"{'whole text' if c0.data.loss_on == 'all' else 'completion'}, texts clipped to "
-         f"{c0.data.max_length} tokens, {c0.training.epochs} epochs, {c0.training.scheduler} "
-         f"schedule. Each run is probed at its final checkpoint on all its training texts "
-         f"(members) and on as many held-out texts of the same task (non-members): prefix "
-         f"{ex.prefix_tokens} tokens -> greedy {ex.generate_tokens or ex.suffix_tokens} tokens "
-         f"against the {ex.suffix_tokens}-token true suffix. **Relaxed** = MiniLM cosine of "
-         f"generation and true suffix >= {t:g} (the paper gives no threshold: the curve over "
-         f"0.5 .. 1.0 is below); **verbatim** = a shared run of >= {ex.verbatim_chars} "
-         "characters with the example's own training text; **exact** = the whole suffix "
-         "reproduced. Task cost = test PPL of the held-out answers. Intervals are 95% "
-         "(Wilson for rates, paired bootstrap over the same examples for differences and "
-         "reductions).", "",
-         "## Every run, final checkpoint", "",
-         "| run | method | model | repeats of the duplicated subset | test PPL | "
-         f"relaxed >= {t:g}: members | non-members | excess | verbatim: members | "
-         "exact: members |", "|---|---|---|---|---|---|---|---|---|---|"]
-    cmp_all = {}
+    runs = []
     for name, s in sides.items():
         mem = sorted(s.per["members"])
         non = sorted(s.per["nonmembers"])
         f = {o: (outcome_flags(s, "members", mem, o, t), outcome_flags(s, "nonmembers", non, o, t))
              for o in ("relaxed", "verbatim", "exact")}
-        cmp_all[name] = f
         exc = f["relaxed"][0].mean() - f["relaxed"][1].mean()
         lo, hi = bootstrap_diff_ci(*f["relaxed"])
         method = s.settings["method"] + (f" (r{s.settings['lora_r']}, alpha "
                                          f"{s.settings['lora_alpha']:g})"
                                          if s.settings["lora_r"] else "")
-        L.append(f"| {name} | {method}, lr {s.settings['lr']:g} | `{s.settings['model']}` | "
-                 f"{s.settings['duplication']} | {_ppl(s)} | {_ci(wilson(f['relaxed'][0]))} | "
-                 f"{_ci(wilson(f['relaxed'][1]))} | {_signed((exc, lo, hi))} | "
-                 f"{_ci(wilson(f['verbatim'][0]))} | {_ci(wilson(f['exact'][0]))} |")
+        runs.append([name, f"{method}, lr {s.settings['lr']:g}", f"`{s.settings['model']}`",
+                     str(s.settings["duplication"]), _ppl(s), _ci(wilson(f["relaxed"][0])),
+                     _ci(wilson(f["relaxed"][1])), _signed((exc, lo, hi)),
+                     _ci(wilson(f["verbatim"][0])), _ci(wilson(f["exact"][0]))])
 
     # ---- claim 1: methods
     m = plan["methods"]
@@ -181,12 +158,8 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
                   margin=margin, reference=m["reference"])
     if plot is not None:
         plot_curves(cmp, plot)
-        L += ["", f"![relaxed memorization over thresholds, full vs LoRA vs head-only]"
-                  f"({plot.parent.name}/{plot.name})"]
     ref_ppl = sides[m["reference"]].test_ppl
-    L += ["", "## Claim: LoRA and head-only memorize clearly less than full fine-tuning, at "
-          "little task cost", ""]
-    reductions = {}
+    method_claims, reductions = [], {}
     for row in cmp.rows[1:]:
         s = row.side
         red_r, red_v = row.reduction["relaxed"], row.reduction["verbatim"]
@@ -206,15 +179,14 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
             verdict = "**reversed**: it memorizes more than full fine-tuning"
         else:
             verdict = "**not shown**: the reductions' intervals cover 0 (or are undefined)"
-        L.append(f"- `{s.label}` vs `{m['reference']}`: reduction of relaxed memorization "
-                 f"{_ci(red_r, pct=True)}, of verbatim {_ci(red_v, pct=True)}; relaxed excess "
-                 f"over non-members {_signed(row.excess['relaxed'])} vs "
-                 f"{_signed(cmp.rows[0].excess['relaxed'])} for full; {gap}. " + verdict + ".")
-    L += ["- The figure shows each run's members (solid, 95% band) and non-members (dashed) "
-          "at every threshold; the verdicts use the headline threshold."]
-    L += [f"- Note: {n}." for n in cmp.notes]
+        method_claims.append(
+            f"`{s.label}` vs `{m['reference']}`: reduction of relaxed memorization "
+            f"{_ci(red_r, pct=True)}, of verbatim {_ci(red_v, pct=True)}; relaxed excess "
+            f"over non-members {_signed(row.excess['relaxed'])} vs "
+            f"{_signed(cmp.rows[0].excess['relaxed'])} for full; {gap}. " + verdict + ".")
     claimed = float(plan.get("claimed_reduction", 0.42))
     lora = next((o for o in m["others"] if sides[o].settings["method"] == "lora"), None)
+    said = None
     if lora is not None:
         r = reductions[lora]
         if math.isnan(r[0]):
@@ -228,8 +200,6 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         else:
             said = (f"not reproduced: the measured reduction is {_ci(r, pct=True)}, whose "
                     f"interval excludes {claimed:.0%}")
-        L += ["", f"- \"{claimed:.0%} lower on average\" (one summary of the paper; nobody "
-              f"has verified it): LoRA's reduction of relaxed memorization here is {said}."]
 
     # ---- claim 2: duplication
     d = plan["duplication"]
@@ -237,31 +207,21 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     man = _manifest(cfgs[d[-1]].run_dir)
     repeated = sorted(i for i, times in man.items() if times > 1 and i in top.per["members"])
     single = sorted(i for i, times in man.items() if times == 1 and i in top.per["members"])
-    L += ["", "## Claim: full fine-tuning memorizes more with duplication", "",
-          f"The same seeded {dup.fraction:.0%} of the training texts ({len(repeated)} texts) is "
-          "repeated 1, 4 or 16 times per epoch (data.duplication; the run's manifest records "
-          "it); the other texts are seen once per epoch in every run. Rates on the repeated "
-          "subset:", "",
-          f"| run | repeats | relaxed >= {t:g} (repeated texts) | verbatim (repeated) | "
-          "exact (repeated) | relaxed (texts seen once) | test PPL |",
-          "|---|---|---|---|---|---|---|"]
+    dup_runs = []
     for name in d:
         s = sides[name]
-        L.append(f"| {name} | {s.settings['duplication']} | "
-                 f"{_ci(wilson(outcome_flags(s, 'members', repeated, 'relaxed', t)))} | "
-                 f"{_ci(wilson(outcome_flags(s, 'members', repeated, 'verbatim', t)))} | "
-                 f"{_ci(wilson(outcome_flags(s, 'members', repeated, 'exact', t)))} | "
-                 f"{_ci(wilson(outcome_flags(s, 'members', single, 'relaxed', t)))} | {_ppl(s)} |")
-    L += ["", "Repeats make each epoch longer (more optimizer steps at the same number of "
-          "epochs), so the texts seen once also get more updates: the last-but-one column "
-          "shows how much of the rise is more training overall rather than repetition of "
-          "these texts.", ""]
+        dup_runs.append([name, str(s.settings["duplication"])]
+                        + [_ci(wilson(outcome_flags(s, "members", repeated, o, t)))
+                           for o in ("relaxed", "verbatim", "exact")]
+                        + [_ci(wilson(outcome_flags(s, "members", single, "relaxed", t))),
+                           _ppl(s)])
     lo_run, hi_run = sides[d[0]], sides[d[-1]]
+    dup_claims = []
     for o in ("relaxed", "verbatim"):
         diff = paired_diff_ci(outcome_flags(lo_run, "members", repeated, o, t),
                               outcome_flags(hi_run, "members", repeated, o, t))
-        L.append(f"- {o}, repeated texts, {d[-1]} minus {d[0]}: {_signed(diff)}: "
-                 + direction(diff, more="holds", less="reversed") + ".")
+        dup_claims.append(f"{o}, repeated texts, {d[-1]} minus {d[0]}: {_signed(diff)}: "
+                          + direction(diff, more="holds", less="reversed") + ".")
     for name in d:  # within one run: the same training, repeated vs seen-once texts
         s = sides[name]
         if s.settings["duplication"] <= 1 or not single:
@@ -270,37 +230,39 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         b = outcome_flags(s, "members", single, "relaxed", t)
         diff = (float(a.mean() - b.mean()), *bootstrap_diff_ci(a, b))
         same = a.mean() == b.mean() and a.mean() in (0.0, 1.0)
-        L.append(f"- Within {name} (same training for both): relaxed, repeated minus "
-                 f"seen-once texts {_signed(diff)}: "
-                 + (f"**no contrast left** (both at {a.mean():.2f})" if same else
-                    direction(diff, more="holds", less="reversed")) + ".")
+        dup_claims.append(f"Within {name} (same training for both): relaxed, repeated minus "
+                          f"seen-once texts {_signed(diff)}: "
+                          + (f"**no contrast left** (both at {a.mean():.2f})" if same else
+                             direction(diff, more="holds", less="reversed")) + ".")
 
     # ---- claim 3: size
     sz = plan["size"]
     small, large = sides[sz["smaller"]], sides[sz["larger"]]
     shared = sorted(set(small.per["members"]) & set(large.per["members"]))
-    L += ["", "## Claim: full fine-tuning memorizes more with model size", "",
-          f"`{small.settings['model']}` vs `{large.settings['model']}`, the same "
-          f"{len(shared)} training texts and settings (the two sizes have their own tokenizers, "
-          "so the prefix and suffix cover slightly different text):", ""]
+    size_claims = []
     for o in ("relaxed", "verbatim", "exact"):
         fs = outcome_flags(small, "members", shared, o, t)
         fl = outcome_flags(large, "members", shared, o, t)
         diff = paired_diff_ci(fs, fl)
-        L.append(f"- {o}: {sz['smaller']} {_ci(wilson(fs))}, {sz['larger']} {_ci(wilson(fl))}; "
-                 f"larger minus smaller {_signed(diff)}: "
-                 + direction(diff, more="holds", less="reversed") + ".")
-    L.append(f"- Task cost: test PPL {_ppl(small)} ({sz['smaller']}) vs {_ppl(large)} "
-             f"({sz['larger']})"
-             + (": not at comparable task performance, so the larger model both fits the task "
-                "better and memorizes more; the two are not separated here."
-                if small.test_ppl and large.test_ppl and
-                abs(small.test_ppl["value"] / large.test_ppl["value"] - 1) > margin else "."))
-    L += ["", "What the numbers say: these are finemem's two smallest self-built bases on "
-          f"{c0.data.train.n} templated texts, not the paper's 7B models; the non-members' "
-          "column is the floor that the task's template alone reaches, so the excess is the "
-          "memorization of these texts. Read the verdicts as what this setup shows."]
-    return "\n".join(with_machine_note(L))
+        size_claims.append(f"{o}: {sz['smaller']} {_ci(wilson(fs))}, {sz['larger']} "
+                           f"{_ci(wilson(fl))}; larger minus smaller {_signed(diff)}: "
+                           + direction(diff, more="holds", less="reversed") + ".")
+    size_claims.append(
+        f"Task cost: test PPL {_ppl(small)} ({sz['smaller']}) vs {_ppl(large)} "
+        f"({sz['larger']})"
+        + (": not at comparable task performance, so the larger model both fits the task "
+           "better and memorizes more; the two are not separated here."
+           if small.test_ppl and large.test_ppl and
+           abs(small.test_ppl["value"] / large.test_ppl["value"] - 1) > margin else "."))
+    text = render_markdown(
+        "lora_vs_full.md.j2", date=time.strftime("%Y-%m-%d"), n_runs=len(cfgs), total=total,
+        minutes=minutes, c0=c0, ex=c0.audit.section("extraction"), t=f"{t:g}", runs=runs,
+        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None,
+        method_claims=method_claims, notes=cmp.notes, claimed=f"{claimed:.0%}",
+        lora_said=said, dup_fraction=f"{dup.fraction:.0%}", n_repeated=len(repeated),
+        dup_runs=dup_runs, dup_claims=dup_claims, small_model=small.settings["model"],
+        large_model=large.settings["model"], n_shared=len(shared), size_claims=size_claims)
+    return text.removesuffix("\n")
 
 
 def _manifest(run_dir) -> dict[str, int]:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from finemem.analysis.summary import ACC, PPL
-from finemem.experiments import with_machine_note
 
 OVERMEM = "over-memorized"
 
@@ -147,49 +146,32 @@ def run_line(name, s, cfg) -> str:
             f"{len(s.with_label(OVERMEM))} | {s.recommendation.name} |")
 
 
-def comparison(s, title: str) -> tuple[list[str], object, object]:
+def comparison(s, title: str) -> dict:
+    """The recommended checkpoint of summary `s` beside its over-memorized one (the one with
+    the highest PPL ratio; None when there is none): the template's `comparisons` entry."""
     rec = s.row(s.recommendation.name)
     om = over_memorized_row(s)
-    lines = [f"### {title}", ""]
-    if om is None:
-        lines += ["No checkpoint of this run was labelled over-memorized, so there is nothing to "
-                  "compare.", ""]
-        return lines, rec, None
-    lines += ["The over-memorized checkpoint shown is the one with the highest PPL ratio among "
-              "those the stage rule labelled over-memorized.", "",
-              f"| metric | recommended {rec.name} (epoch {rec.epoch:g}) | over-memorized "
-              f"{om.name} (epoch {om.epoch:g}) |", "|---|---|---|"]
-    lines += [f"| {m.label} | {cell(rec, m.key, **m.settings)} | {cell(om, m.key, **m.settings)} |"
-              for m in compared(s.k_samples)]
-    return lines + [""], rec, om
+    rows = [] if om is None else [(m.label, cell(rec, m.key, **m.settings),
+                                   cell(om, m.key, **m.settings)) for m in compared(s.k_samples)]
+    return {"title": title, "rec": rec, "om": om, "rows": rows, "rec_epoch": f"{rec.epoch:g}",
+            "om_epoch": f"{om.epoch:g}" if om is not None else None}
 
 
 def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
                       minutes: float) -> None:
-    """Write the report. `roles` maps a role (high_lr, low_lr, lora, mar, merge) to a run name,
-    a key of `summaries` and `cfgs`; only high_lr is required."""
+    """Write the report (templates/over_memorization.md.j2). `roles` maps a role (high_lr,
+    low_lr, lora, mar, merge) to a run name, a key of `summaries` and `cfgs`; only high_lr is
+    required."""
+    from finemem.experiments import render_markdown
+    from finemem.io import write_doc_section
+
     high = roles["high_lr"]
     hi, c = summaries[high], cfgs[high]
-    k = hi.k_samples
-    L = ["# Replication: over-memorization on the built-in setup", "",
-         f"Produced by `finemem reproduce over-memorization` on {time.strftime('%Y-%m-%d')} "
-         f"(CPU; this invocation took {minutes:.0f} min, and a rerun reuses finished runs and "
-         f"audits). Base model `{c.model}`, task `{c.data.train.source}` ({c.data.train.n} "
-         f"training problems{_options(c)}), {c.training.epochs} epochs, "
-         f"{c.training.scheduler} schedule with {c.training.warmup_steps} warm-up steps. Every "
-         "figure is measured in this run; intervals are 95% (Wilson for accuracies, bootstrap "
-         "over problems otherwise). Stage rule: over-memorized = accuracy within "
-         f"{hi.rule.delta:g} of the run's best and test PPL >= {1 + hi.rule.tau:g}x its "
-         "running minimum.", "", "## Runs", "",
-         "| run | method | lr | loss | best acc | over-memorized from epoch | max PPL ratio "
-         "at high acc | # over-memorized ckpts | recommended |",
-         "|---|---|---|---|---|---|---|---|---|"]
-    L += [run_line(n, s, cfgs[n]) for n, s in summaries.items()]
-    L += ["", "## Recommended vs over-memorized checkpoints", ""]
-    cmp_full, rec, om = comparison(hi, f"{high}: full fine-tuning, high learning rate")
-    L += cmp_full
+    comparisons = [comparison(hi, f"{high}: full fine-tuning, high learning rate")]
+    rec, om = comparisons[0]["rec"], comparisons[0]["om"]
     if roles.get("lora") in summaries:
-        L += comparison(summaries[roles["lora"]], f"{roles['lora']}: LoRA, high learning rate")[0]
+        comparisons.append(comparison(summaries[roles["lora"]],
+                                      f"{roles['lora']}: LoRA, high learning rate"))
     # Mitigations: the merge against its run's final checkpoint, MAR against high_lr's final.
     final = hi.rows[-1]
     merged_run = summaries.get(roles.get("merge"))
@@ -197,24 +179,20 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
     merged_final = merged_run.rows[-1] if merged_run is not None else None
     mar = summaries.get(roles.get("mar"))
     mar_final = mar.rows[-1] if mar is not None else None
-    L += ["## Mitigations against the final checkpoint", "",
-          f"| metric | final {final.name} of {high} | merged {merged.name if merged else '-'} | "
-          f"MAR final {mar_final.name if mar_final else '-'} |", "|---|---|---|---|"]
-    L += [f"| {m.label} | {cell(final, m.key, **m.settings)} | "
-          f"{cell(merged, m.key, **m.settings)} | {cell(mar_final, m.key, **m.settings)} |"
-          for m in compared(k)]
-    L += ["", "## The paper's claims", "", "| claim (paper) | measured here | verdict |",
-          "|---|---|---|"]
-    L += claims(summaries, roles, rec, om)
-    L += mitigation_claims(merged_final, merged, final, mar_final)
-    L += ["", "'held' means the difference is in the claimed direction and the two 95% intervals "
-          "do not overlap; 'direction only' means the point estimates agree with the claim but "
-          "the intervals overlap, so this run cannot support it.", ""]
+    text = render_markdown(
+        "over_memorization.md.j2", date=time.strftime("%Y-%m-%d"), minutes=minutes, c=c,
+        options=_options(c), delta=f"{hi.rule.delta:g}", tau=f"{1 + hi.rule.tau:g}",
+        run_lines=[run_line(n, s, cfgs[n]) for n, s in summaries.items()],
+        comparisons=comparisons, final=final, high=high,
+        merged_name=merged.name if merged else "-",
+        mar_name=mar_final.name if mar_final else "-",
+        mitigations=[(m.label, cell(final, m.key, **m.settings), cell(merged, m.key, **m.settings),
+                      cell(mar_final, m.key, **m.settings)) for m in compared(hi.k_samples)],
+        claims=claims(summaries, roles, rec, om)
+        + mitigation_claims(merged_final, merged, final, mar_final))
     doc.parent.mkdir(parents=True, exist_ok=True)
-    from finemem.io import write_doc_section
-
     # The document's other sections (e.g. task-disparity) are left as they are.
-    write_doc_section(doc, "experiment:over-memorization", "\n".join(with_machine_note(L)))
+    write_doc_section(doc, "experiment:over-memorization", text)
 
 
 def checkpoint_claims(rec, om, k: int) -> list[tuple[str, Measure, str]]:

@@ -43,7 +43,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from finemem.audit.online import (audit_checkpoint, online_streak,  # noqa: F401 (re-exported)
-                                  shared_stop, tracker_name)
+                                  shared_stop)
 from finemem.errors import UserError
 from finemem.run import RunFolder
 

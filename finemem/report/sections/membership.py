@@ -65,9 +65,7 @@ def _plot(run):
     ax.set(xlabel="checkpoint (step)", ylabel="ROC AUC", ylim=(0, 1))
     ax.legend(fontsize=7)
     fig.tight_layout()
-    uri = figure_data_uri(fig)
-    plt.close(fig)
-    return uri
+    return figure_data_uri(fig)
 
 
 def terminal(run, console) -> bool:
