@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment, with_machine_note
+from finemem.experiments import Experiment, register_experiment
 
 OUTCOMES = ("verbatim", "any", "exact_greedy_extractable")
 
@@ -101,6 +101,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     high-vs-low contrast overall and within length bins, and what it means for the claim."""
     from finemem.analysis.extraction import (curve_area, example_outcomes, excess,
                                              extraction_rows, group_contrast, onset_epoch)
+    from finemem.experiments import render_markdown
 
     rows = {t: extraction_rows(c.run_dir) for t, c in cfgs.items()}
     missing = [t for t, r in rows.items() if not r]
@@ -109,24 +110,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     c0 = next(iter(cfgs.values()))
     ex = c0.audit.section("extraction")
     final = {t: r[-1] for t, r in rows.items()}
-    L = ["# Replication: memorization across fine-tuning tasks", "",
-         f"Produced by `finemem reproduce task-disparity` on {time.strftime('%Y-%m-%d')} (CPU; "
-         f"this invocation took {minutes:.1f} min; a rerun reuses finished runs and audits, and "
-         "a fresh run's time is in docs/EXTRACTION.md). "
-         f"Base `{c0.model}`, full fine-tuning of {c0.data.train.n} training texts per task "
-         f"for {c0.training.epochs} epochs at lr {c0.training.lr:g} ({c0.training.scheduler}), "
-         f"loss on the {'whole text' if c0.data.loss_on == 'all' else 'completion'}, texts "
-         f"clipped to {c0.data.max_length} tokens. Extraction: prefix {ex.prefix_tokens} "
-         f"tokens -> greedy {ex.generate_tokens or ex.suffix_tokens}, true suffix "
-         f"{ex.suffix_tokens} tokens; members vs non-members (the task's test split). "
-         "'verbatim' = a shared run of at least "
-         f"{ex.verbatim_chars} characters with the example's own training text (or all of "
-         "the generation); 'any' = verbatim, idea or paraphrase (docs/EXTRACTION.md). "
-         "Intervals are 95% (Wilson for rates, bootstrap for differences).", "",
-         "## Per task, final checkpoint", "",
-         "| task | members (n) | median tokens | exact | verbatim: members | non-members | "
-         "excess | excess (any category) | onset epoch (verbatim excess > 0) | "
-         "mean excess over training |", "|---|---|---|---|---|---|---|---|---|---|"]
+    tasks = []
     areas, medians = {}, {}
     for t, r in final.items():
         mem = r.get("members", "exact_greedy_extractable") or {}
@@ -134,19 +118,17 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         onset = onset_epoch(rows[t], "verbatim")
         area = curve_area(rows[t], "excess", "excess_over_nonmembers", outcome="verbatim")
         areas[t], medians[t] = area, float(np.median(lens)) if lens.size else math.nan
-        L.append(f"| {t} | {mem.get('n', '-')} | {int(np.median(lens)) if lens.size else '-'} "
-                 f"| {_ci(mem)} | "
-                 f"{_ci(r.get('members', 'memorization_ratio', category='verbatim'))} | "
-                 f"{_ci(r.get('nonmembers', 'memorization_ratio', category='verbatim'))} | "
-                 f"{_ci(excess(r, 'verbatim'))} | {_ci(excess(r, 'any'))} | "
-                 f"{'-' if onset is None else f'{onset:g}'} | "
-                 f"{'-' if math.isnan(area) else f'{area:.2f}'} |")
+        tasks.append([t, str(mem.get("n", "-")),
+                      str(int(np.median(lens))) if lens.size else "-", _ci(mem),
+                      _ci(r.get("members", "memorization_ratio", category="verbatim")),
+                      _ci(r.get("nonmembers", "memorization_ratio", category="verbatim")),
+                      _ci(excess(r, "verbatim")), _ci(excess(r, "any")),
+                      "-" if onset is None else f"{onset:g}",
+                      "-" if math.isnan(area) else f"{area:.2f}"])
     if plot is not None:
         _plot(rows, plot)
-        L += ["", f"![verbatim excess over non-members per task]({plot.parent.name}/{plot.name})"]
     # The claim: high-group tasks memorize more than low-group tasks.
-    L += ["", "## The paper's claim: summarization and dialog memorize more than QA, "
-          "translation and sentiment", ""]
+    claims = []
     per = {t: {o: example_outcomes(cfgs[t].run_dir, final[t].name, o) for o in OUTCOMES}
            for t in cfgs}
 
@@ -165,7 +147,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     for outcome, what in (("verbatim", "verbatim"), ("any", "any category"),
                           ("exact_greedy_extractable", "exact suffix")):
         g = groups(outcome)
-        L.append(f"- Overall, {what}: "
+        claims.append(f"Overall, {what}: "
                  + (_verdict(group_contrast(g), "high minus low excess")
                     if g["high"] and g["low"] else "not measurable"))
     edges = list(ex.length_bins)
@@ -177,19 +159,13 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
         g = groups("verbatim", keep)
         if g["high"] and g["low"]:
             used = f"{len(g['high'])} high-group and {len(g['low'])} low-group tasks"
-            L.append(f"- Within length bin {name} tokens ({used} with >= 5 members and "
+            claims.append(f"Within length bin {name} tokens ({used} with >= 5 members and "
                      f"non-members there), verbatim: "
                      + _verdict(group_contrast(g), "high minus low excess"))
         else:
-            L.append(f"- Within length bin {name} tokens: not comparable (a group has no task "
+            claims.append(f"Within length bin {name} tokens: not comparable (a group has no task "
                      "with >= 5 members and non-members in the bin)")
-    L += ["", "## Attention and memorization", "",
-          "Spearman's rho between a head's attention entropy over the context (normalised: 1 = "
-          "uniform) and each member's memorization (share of its suffix tokens greedy "
-          "decoding reproduces), at the final checkpoint, over all layers and heads. The "
-          "paper says memorized examples go with more uniform attention (rho > 0).", "",
-          "| task | heads | median rho | heads with rho > 0 (interval above 0) | "
-          "heads with rho < 0 (interval below 0) |", "|---|---|---|---|---|"]
+    attention = []
     tot = {"heads": 0, "up": 0, "down": 0}
     for t, r in final.items():
         rhos = [m for (split, name, setting), m in r.metrics.items()
@@ -197,38 +173,35 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
                 and json.loads(setting or "{}").get("stat") == "entropy"]
         vals = [m["value"] for m in rhos if m["value"] == m["value"]]
         if not rhos:
-            L.append(f"| {t} | - | not measured | | |")
+            attention.append(f"| {t} | - | not measured | | |")
             continue
         up = sum(m["lo"] is not None and m["lo"] > 0 for m in rhos)
         down = sum(m["hi"] is not None and m["hi"] < 0 for m in rhos)
         tot["heads"] += len(rhos)
         tot["up"] += up
         tot["down"] += down
-        L.append(f"| {t} | {len(rhos)} | {np.median(vals):+.2f} | {up} | {down} |"
-                 if vals else f"| {t} | {len(rhos)} | undefined (constant) | | |")
+        attention.append(f"| {t} | {len(rhos)} | {np.median(vals):+.2f} | {up} | {down} |"
+                         if vals else f"| {t} | {len(rhos)} | undefined (constant) | | |")
+    summary = None
     if tot["heads"]:
         share = (tot["up"] + tot["down"]) / tot["heads"]
-        L += ["", f"Over all tasks, {tot['up']} of {tot['heads']} heads have rho reliably above "
-              f"0 and {tot['down']} reliably below 0. "
-              + ("No consistent sign: at this scale memorized examples do not go with more "
-                 "uniform attention." if share < 0.25 or min(tot["up"], tot["down"]) > 0
-                 else ("The paper's sign holds in most heads that show one." if tot["up"] >
-                       tot["down"] else "The sign is the opposite of the paper's."))]
+        summary = (f"Over all tasks, {tot['up']} of {tot['heads']} heads have rho reliably "
+                   f"above 0 and {tot['down']} reliably below 0. "
+                   + ("No consistent sign: at this scale memorized examples do not go with "
+                      "more uniform attention." if share < 0.25 or min(tot["up"], tot["down"]) > 0
+                      else ("The paper's sign holds in most heads that show one." if tot["up"] >
+                            tot["down"] else "The sign is the opposite of the paper's.")))
     by_area = sorted(areas, key=lambda t: -areas[t] if not math.isnan(areas[t]) else 1)
     by_len = sorted(medians, key=lambda t: -medians[t] if not math.isnan(medians[t]) else 1)
-    L += ["", "Order of the tasks by memorization over training (mean verbatim excess): "
-          + " > ".join(f"{t} ({areas[t]:.2f})" for t in by_area)
-          + "; by median tokens per probed text: "
-          + " > ".join(f"{t} ({medians[t]:.0f})" for t in by_len) + ".", "",
-          "How to read it: a task's excess is the share of its training texts whose suffix "
-          "comes back from the prefix minus the same share on texts it never saw; the "
-          "template a task shares across examples is in both, so only the excess is "
-          "memorization of those examples. Length bins compare texts of similar length, so a "
-          "difference that survives inside a bin is not a length effect; where a bin holds "
-          "one group only, the tasks cannot be compared at that length. These are small "
-          "models on procedural text: read the verdicts as what this setup shows, not as a "
-          "test of the paper at its scale."]
-    return "\n".join(with_machine_note(L))
+    order = (" > ".join(f"{t} ({areas[t]:.2f})" for t in by_area)
+             + "; by median tokens per probed text: "
+             + " > ".join(f"{t} ({medians[t]:.0f})" for t in by_len))
+    text = render_markdown(
+        "task_disparity.md.j2", date=time.strftime("%Y-%m-%d"), minutes=minutes, c0=c0, ex=ex,
+        lr=f"{c0.training.lr:g}", tasks=tasks,
+        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None, claims=claims,
+        attention=attention, attention_summary=summary, order=order)
+    return text.removesuffix("\n")
 
 
 def _plot(rows: dict, path: Path) -> None:
