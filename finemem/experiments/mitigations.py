@@ -4,7 +4,8 @@ and 1, and the no-mitigation run is also read at its recommended (early) checkpo
 audited with the likelihood, membership and canaries probes (coin-flip canaries, so the
 one-run privacy audit gives an epsilon lower bound), and the table (`finemem.analysis.tradeoff`)
 goes to the section "experiment:mitigations" of docs/MITIGATIONS.md with the utility-vs-leakage
-plot. The runs and rows are in mitigations.yaml.
+plot (prose and tables in templates/mitigations.md.j2). The runs and rows are in
+mitigations.yaml.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import time
 from pathlib import Path
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment, with_machine_note
+from finemem.experiments import Experiment, register_experiment, render_markdown
 from finemem.experiments.lora_vs_full import merge
 
 DOC = Path("docs/MITIGATIONS.md")
@@ -96,7 +97,8 @@ HEADER = "# Mitigations, measured\n\n"
 
 def report(rows: list[dict], cfgs: dict, spent: dict, *, minutes: float, plot: Path,
            settings: str) -> str:
-    """The Markdown section, from the runs' stores (no model)."""
+    """The Markdown section, from the runs' stores (no model), through
+    templates/mitigations.md.j2."""
     from finemem.analysis.tradeoff import markdown_table, plot_tradeoff
     from finemem.metrics.privacy_audit import epsilon_from_guesses
 
@@ -107,33 +109,16 @@ def report(rows: list[dict], cfgs: dict, spent: dict, *, minutes: float, plot: P
     png = plot_tradeoff(rows, plot)
     cpu = sum(v.get("train_cpu", 0) for v in spent.values()) / 60
     wall = sum(v.get("total_wall", 0) for v in spent.values()) / 60
-    L = [f"Produced by `finemem reproduce mitigations` on {time.strftime('%Y-%m-%d')} "
-         f"(settings: {settings}; {wall:.1f} min of training and auditing in all, of which "
-         f"training {cpu:.1f} CPU-min (user+sys); CPU, a shared 2-core machine, so times are "
-         "inflated and only their ratios mean much).", "",
-         f"Model `{c0.model}`; {d.train.n} `{d.train.source}` training examples, a quarter of "
-         f"them repeated {d.duplication.times}x per epoch (seed {d.duplication.seed}); "
-         f"{t.epochs} epochs, lr {t.lr:g}, batch {t.batch_size}; {m} coin-flip canaries "
-         "(each inserted with probability 1/2, seen once per epoch) for the one-run audit. "
-         "Membership: loss attack, members vs the test set; extraction: greedy, exact.", ""]
-    L = with_machine_note(["## The trade-off", "", *L])
-    L += markdown_table(rows) + [""]
-    if png:
-        L += [f"![utility vs leakage]({Path('img') / png.name})", ""]
-    notes = sorted({c for r in rows for c in r["dp_caveats"]})
-    for c in notes:
-        L.append(f"- DP caveat: {c}.")
     sec = c0.audit.section("canaries")
     m1 = m // len(can.tiers) if can else 0  # the candidates of one tier (tiers in turn)
     r_max = min(m1, 2 * math.ceil(sec.audit_guess_frac * m1))
     cap = epsilon_from_guesses(m1, r_max, r_max,
                                confidence=sec.audit_confidence) if can else float("nan")
-    L += ["- The epsilon lower bound (Steinke, Nasr & Jagielski 2023) holds at its confidence "
-          "whatever the attack; it can only show that a run leaks at least that much, and with "
-          f"{m1} canaries per tier and {r_max} guesses it cannot exceed {cap:.2f} (every guess "
-          "right). "
-          "A DP run must show a bound at or below its promised epsilon; above it would mean a "
-          "DP bug or a broken assumption.",
-          "- 'train s' is the wall time of `finemem train` (data, model, DP calibration, "
-          "steps, saves) with its CPU time (user+sys) in brackets, on the shared machine.", ""]
-    return "\n".join(L)
+    return render_markdown(
+        "mitigations.md.j2", date=time.strftime("%Y-%m-%d"), settings=settings,
+        wall=f"{wall:.1f}", cpu=f"{cpu:.1f}", model=c0.model, n=d.train.n,
+        source=d.train.source, times=d.duplication.times, dup_seed=d.duplication.seed,
+        epochs=t.epochs, lr=f"{t.lr:g}", batch=t.batch_size, m=m, table=markdown_table(rows),
+        png=str(Path("img") / png.name) if png else None,
+        notes=sorted({c for r in rows for c in r["dp_caveats"]}), m1=m1, r_max=r_max,
+        cap=f"{cap:.2f}")
