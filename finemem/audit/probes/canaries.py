@@ -119,7 +119,7 @@ class CanariesProbe(Probe):
     def _privacy_audit(self, ctx, ref, score, twin) -> None:
         """Issue 21 hook: per audit tier, the epsilon lower bound from the coin-flip candidates
         (in: inserted, out: the twins of that tier)."""
-        from finemem.metrics.membership import ATTACKS
+        from finemem.audit.attacks import get_attack
         from finemem.metrics.privacy_audit import epsilon_lower_bound
 
         at = np.array([x.audit_tier for x in self.cans])
@@ -135,7 +135,7 @@ class CanariesProbe(Probe):
                 continue
             eps = epsilon_lower_bound(ins, outs, guess_frac=c.audit_guess_frac,
                                       confidence=c.audit_confidence, delta=delta,
-                                      member_when=ATTACKS[c.audit_attack])
+                                      member_when=get_attack(c.audit_attack).member_when)
             ctx.put(ref, "canaries", "epsilon_lower_bound", eps, n=int(sel.sum()),
                     settings={"tier": int(t), "attack": c.audit_attack,
                               "confidence": c.audit_confidence, "delta": delta,
