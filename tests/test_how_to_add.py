@@ -44,8 +44,8 @@ def _count_up_task(name: str, *, in_base_corpus: bool):
 
 
 def test_a_new_task_is_found_loaded_and_changes_the_base_key():
-    from finemem.config import DataSource, parse_config
     from finemem.audit.evalsets import eval_sources
+    from finemem.config import DataSource, parse_config
     from finemem.data.loaders import load_examples
     from finemem.data.tasks import TASKS, get_task, task_names
     from finemem.models.base import build_spec
