@@ -87,6 +87,8 @@ def test_report_has_the_probes_section(page, probe):
 def test_membership_section_draws_roc_at_recommended_and_last(run, page):
     """The ROC figure is drawn from the stored per-example scores at the recommended and the
     last checkpoint, and each curve's area is the AUC the probe stored."""
+    from types import SimpleNamespace
+
     import numpy as np
 
     from finemem.report.sections import membership as section
@@ -107,6 +109,12 @@ def test_membership_section_draws_roc_at_recommended_and_last(run, page):
             for attack, (f, t, n_m, n_n) in curves.items():
                 assert (n_m, n_n) == (24, 40)
                 assert np.trapezoid(t, f) == pytest.approx(stored[attack], abs=1e-9)
+        # a recommendation before the last checkpoint: one panel each
+        first = [c.name for c in data.checkpoints if c.kind not in ("base", "merge")][0]
+        assert first != last
+        data.summary = SimpleNamespace(recommendation=SimpleNamespace(name=first))
+        assert section.roc_checkpoints(data) == [(first, "recommended"), (last, "last")]
+        assert section._roc_plot(data)["alt"] == f"{first} (recommended), {last} (last)"
     finally:
         data.close()
     assert 'data-plot="membership-roc"' in page
