@@ -124,7 +124,7 @@ def test_relaxed_probe_stores_rates_curve_and_excess(sweep):
     ex = [m for m in rows if m["name"] == "excess_over_nonmembers"
           and json.loads(m["setting"]).get("outcome") == "relaxed"]
     assert len(ex) == 11 and all(m["n"] == 32 for m in ex)
-    from finemem.analysis.compare import relaxed_summary
+    from finemem.report.sections.relaxed import relaxed_summary
 
     line = relaxed_summary(sweep / "method-full")     # printed after `finemem audit`
     assert line.startswith("Relaxed memorization (MiniLM cosine >= 0.7) at step-000002")

@@ -130,6 +130,20 @@ def test_tpr_at_fpr_by_hand_with_clopper_pearson():
     assert k == 2
 
 
+def test_roc_points_by_hand():
+    # thresholds 5, 4, 3, 2, 1, 0, -1 over members {5, 4, 1} and non-members {3, 2, 0, -1}
+    f, t = mi.roc_points([5, 4, 1], [3, 2, 0, -1])
+    assert f.tolist() == [0, 0, 0, 0.25, 0.5, 0.5, 0.75, 1]
+    assert t.tolist() == pytest.approx([0, 1 / 3, 2 / 3, 2 / 3, 2 / 3, 1, 1, 1])
+    # its area is the AUC: 10 of the 12 pairs ranked right
+    assert np.trapezoid(t, f) == pytest.approx(5 / 6) == mi.membership_auc([5, 4, 1],
+                                                                           [3, 2, 0, -1])
+    f2, t2 = mi.roc_points([-5, -4, -1], [-3, -2, 0, 1], member_when="lower")
+    assert f2.tolist() == f.tolist() and t2.tolist() == t.tolist()
+    with pytest.raises(ValueError, match="needs members and non-members"):
+        mi.roc_points([], [1.0])
+
+
 def test_tpr_refused_when_nonmembers_are_too_few():
     assert mi.needed_nonmembers(0.01) == 100 and mi.needed_nonmembers(0.001) == 1000
     with pytest.raises(ValueError, match="needs at least 100 non-members, got 99"):

@@ -82,3 +82,41 @@ def page(run):
 @pytest.mark.parametrize("probe", sorted(HEADLINES))
 def test_report_has_the_probes_section(page, probe):
     assert f'data-section="{HEADLINES[probe][1]}"' in page
+
+
+def test_membership_section_draws_roc_at_recommended_and_last(run, page):
+    """The ROC figure is drawn from the stored per-example scores at the recommended and the
+    last checkpoint, and each curve's area is the AUC the probe stored."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from finemem.report.sections import membership as section
+    from finemem.report.sections._common import RunData
+
+    data = RunData.open(run[0])
+    try:
+        rec = data.summary.recommendation.name
+        last = [c.name for c in data.checkpoints if c.kind not in ("base", "merge")][-1]
+        shown = section.roc_checkpoints(data)
+        assert {c for c, _ in shown} == {rec, last}
+        for ck, _ in shown:
+            curves = section.roc_curves(data, ck)
+            assert curves
+            stored = {r["settings"]["attack"]: r["value"] for r in
+                      data.metric_rows(split="membership", name="membership_auc",
+                                       checkpoint=ck)}
+            for attack, (f, t, n_m, n_n) in curves.items():
+                assert (n_m, n_n) == (24, 40)
+                assert np.trapezoid(t, f) == pytest.approx(stored[attack], abs=1e-9)
+        # a recommendation before the last checkpoint: one panel each
+        first = [c.name for c in data.checkpoints if c.kind not in ("base", "merge")][0]
+        assert first != last
+        data.summary = SimpleNamespace(recommendation=SimpleNamespace(name=first))
+        assert section.roc_checkpoints(data) == [(first, "recommended"), (last, "last")]
+        assert section._roc_plot(data)["alt"] == f"{first} (recommended), {last} (last)"
+    finally:
+        data.close()
+    assert 'data-plot="membership-roc"' in page
+    alt = page.split('data-plot="membership-roc" alt="', 1)[1].split('"', 1)[0]
+    assert f"{rec} (recommended" in alt and f"{last} (" in alt and "last)" in alt

@@ -8,6 +8,9 @@ Usage:
     cmp.rows[1].reduction["relaxed"]        # (value, lo, hi): 1 - rate(lora) / rate(full)
     cmp.notes                               # shared examples, runs not at comparable performance
 
+The table, CSV and plot are `finemem.report.compare`; `finemem compare` is
+`finemem.cli.compare_cmd`.
+
 Per-example outcomes come from the extraction probe's rows in each run's store (`embedding_cosine`,
 `exact_greedy_extractable`, `category`), so any run audited with `--probes extraction` (or
 `relaxed`) can be compared. Runs must share training examples: members are matched by id and
@@ -18,7 +21,6 @@ are refused, and when only some are shared the comparison uses those and says so
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -107,7 +109,8 @@ def expand_runs(paths) -> list[Path]:
     return uniq
 
 
-def _labels(paths: list[Path]) -> list[str]:
+def run_labels(paths: list[Path]) -> list[str]:
+    """Each run's label: its folder name, with the parent's when two runs share a name."""
     names = [p.name for p in paths]
     return [f"{p.parent.name}/{p.name}" if names.count(p.name) > 1 else p.name for p in paths]
 
@@ -299,194 +302,3 @@ def compare(sides: list[Side], *, threshold: float = 0.8, thresholds=DEFAULT_THR
         rows.append(row)
     return Comparison(rows, ref.label, threshold, list(thresholds), margin, len(mem), len(non),
                       notes)
-
-
-# ------------------------------------------------------------------ outputs
-
-def fmt(v: tuple | None, digits: int = 2, pct: bool = False) -> str:
-    if v is None or v[0] is None or (isinstance(v[0], float) and math.isnan(v[0])):
-        return "-"
-    if pct:
-        return f"{v[0]:+.0%} [{v[1]:+.0%}, {v[2]:+.0%}]"
-    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
-
-
-def _perf(m: dict | None, digits: int = 3) -> str:
-    if not m:
-        return "-"
-    if m.get("lo") is None:
-        return f"{m['value']:.{digits}f}"
-    return f"{m['value']:.{digits}f} [{m['lo']:.{digits}f}, {m['hi']:.{digits}f}]"
-
-
-def table(cmp: Comparison):
-    """A rich table: one line per run (the CSV has every number)."""
-    from rich.table import Table
-
-    t = Table(title=f"Memorization vs task performance (reference: {cmp.reference}; "
-                    f"{cmp.members} members, {cmp.nonmembers} non-members; 95% intervals)")
-    acc = any(r.side.test_acc for r in cmp.rows)
-    cols = ["run", "checkpoint", "method", "test PPL"] + (["test acc"] if acc else []) + [
-        f"relaxed >= {cmp.threshold:g}: members", "non-members", "excess", "exact", "verbatim",
-        "reduction vs reference: relaxed", "verbatim", "comparable?"]
-    for col in cols:
-        t.add_column(col)
-    for r in cmp.rows:
-        s = r.side
-        method = s.settings["method"] + (f" r{s.settings['lora_r']}" if s.settings["lora_r"]
-                                          else "")
-        if s.settings["duplication"] > 1:
-            method += f" x{s.settings['duplication']}"
-        comp = ("reference" if r.comparable is None else
-                "yes" if r.comparable else f"NO: {r.perf_note}")
-        ppl = f"{s.test_ppl['value']:.2f}" if s.test_ppl else "-"
-        cells = [s.label, s.checkpoint, method, ppl]
-        if acc:
-            cells.append(_perf(s.test_acc, 2))
-        cells += [fmt(r.rates[("relaxed", "members")]), fmt(r.rates[("relaxed", "nonmembers")]),
-                  fmt(r.excess["relaxed"]), fmt(r.rates[("exact", "members")]),
-                  fmt(r.rates[("verbatim", "members")]),
-                  fmt(r.reduction.get("relaxed"), pct=True),
-                  fmt(r.reduction.get("verbatim"), pct=True), comp]
-        t.add_row(*cells)
-    return t
-
-
-def write_csv(cmp: Comparison, path: Path) -> Path:
-    import csv
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    cols = ["run", "run_dir", "checkpoint", "step", "epoch", "method", "model", "lr", "lora_r",
-            "lora_alpha", "duplication", "test_ppl", "test_ppl_lo", "test_ppl_hi", "test_acc",
-            "test_acc_lo", "test_acc_hi", "members_n", "nonmembers_n", "threshold"]
-    for o in OUTCOMES:
-        for what in ("members", "nonmembers", "excess", "reduction"):
-            cols += [f"{o}_{what}", f"{o}_{what}_lo", f"{o}_{what}_hi"]
-    cols += ["comparable", "performance_note"]
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(cols)
-        for r in cmp.rows:
-            s = r.side
-            p, a = s.test_ppl or {}, s.test_acc or {}
-            line = [s.label, str(s.run_dir), s.checkpoint, s.step, s.epoch,
-                    *[s.settings[k] for k in ("method", "model", "lr", "lora_r", "lora_alpha",
-                                              "duplication")],
-                    p.get("value"), p.get("lo"), p.get("hi"), a.get("value"), a.get("lo"),
-                    a.get("hi"), cmp.members, cmp.nonmembers, cmp.threshold]
-            for o in OUTCOMES:
-                line += [*r.rates[(o, "members")], *r.rates[(o, "nonmembers")], *r.excess[o],
-                         *(r.reduction.get(o) or (None, None, None))]
-            line += ["reference" if r.comparable is None else r.comparable, r.perf_note]
-            w.writerow(["" if v is None or (isinstance(v, float) and math.isnan(v)) else v
-                        for v in line])
-    curve = path.with_name(path.stem + "_curves.csv")
-    with open(curve, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["run", "set", "threshold", "relaxed_memorization_rate", "lo", "hi"])
-        for r in cmp.rows:
-            for s in SETS:
-                for t, v, lo, hi in r.curve[s]:
-                    w.writerow([r.side.label, s, t, v, lo, hi])
-    return path
-
-
-def plot_curves(cmp: Comparison, path: Path) -> Path:
-    """Threshold curves of every run on one figure: members solid (with the 95% band),
-    non-members dashed; runs not at comparable task performance are marked in the legend and
-    named under the figure."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7.5, 4.8))
-    for k, r in enumerate(cmp.rows):
-        color = f"C{k % 10}"
-        mark = "" if r.comparable in (None, True) else " (not comparable)"
-        t, v, lo, hi = np.array(r.curve["members"], dtype=float).T
-        ax.plot(t, v, color=color, marker="o", ms=3, label=f"{r.side.label}{mark}")
-        ax.fill_between(t, lo, hi, color=color, alpha=0.12)
-        t, v, _, _ = np.array(r.curve["nonmembers"], dtype=float).T
-        ax.plot(t, v, color=color, ls="--", lw=1)
-    ax.axvline(cmp.threshold, color="grey", lw=0.8, ls=":")
-    ax.set_xlabel("cosine threshold (MiniLM, generation vs true suffix)")
-    ax.set_ylabel("relaxed memorization rate")
-    ax.set_ylim(-0.02, 1.02)
-    ax.set_title("Relaxed memorization: members (solid, 95% band) vs non-members (dashed)",
-                 fontsize=10)
-    ax.legend(fontsize=8)
-    bad = [r.side.label for r in cmp.rows if r.comparable is False]
-    if bad:
-        fig.text(0.01, 0.01, f"Not at comparable task performance (margin {cmp.margin:g}): "
-                 + ", ".join(bad), fontsize=8, color="firebrick")
-    fig.tight_layout(rect=(0, 0.04 if bad else 0, 1, 1))
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
-
-
-def run_compare(paths, *, at: str = "final", out: Path | None = None, threshold: float | None
-                = None, margin: float = 0.10, reference: str | None = None, console=None
-                ) -> Comparison:
-    """`finemem compare`: load, compare, print the table and notes, write CSV and plots."""
-    from rich.console import Console
-
-    from finemem.config import load_config
-
-    console = console or Console()
-    runs = expand_runs(paths)
-    # issue 21 hook: mitigations (DP, dedup, ...) lined up by leakage and the privacy audit;
-    # runs audited without the extraction probe get this table alone
-    from finemem.analysis import tradeoff
-
-    trade = [tradeoff.tradeoff_row(p, at, lab) for p, lab in zip(runs, _labels(runs))]
-    if any(tradeoff.has_tradeoff(r) for r in trade):
-        if not console.is_terminal:
-            console.width = max(console.width, 200)
-        tradeoff.print_tradeoff(trade, console)
-        out_t = Path(out) if out else Path(runs[0]).parent / "compare"
-        console.print(f"wrote {tradeoff.write_tradeoff_csv(trade, out_t / 'tradeoff.csv')}")
-        png = tradeoff.plot_tradeoff(trade, out_t / "tradeoff.png")
-        if png:
-            console.print(f"wrote {png}")
-        if not all(tradeoff.has_extraction(p) for p in runs):
-            return None
-    sides = [load_side(p, at, lab) for p, lab in zip(runs, _labels(runs))]
-    if threshold is None:
-        threshold = load_config(runs[0] / "config.yaml").audit.section("relaxed").threshold
-    thresholds = load_config(runs[0] / "config.yaml").audit.section("relaxed").thresholds
-    cmp = compare(sides, threshold=threshold, thresholds=thresholds, margin=margin,
-                  reference=reference)
-    if not console.is_terminal:
-        console.width = max(console.width, 200)
-    console.print(table(cmp))
-    for n in cmp.notes:
-        console.print(f"note: {n}")
-    out = Path(out) if out else Path(runs[0]).parent / "compare"
-    csv_path = write_csv(cmp, out / "compare.csv")
-    png = plot_curves(cmp, out / "threshold_curves.png")
-    (out / "notes.txt").write_text("\n".join(cmp.notes) + ("\n" if cmp.notes else ""))
-    console.print(f"wrote {csv_path}, {csv_path.with_name('compare_curves.csv')}, {png}")
-    return cmp
-
-
-def relaxed_summary(run_dir) -> str | None:
-    """One line on the relaxed probe's results at the run's last audited checkpoint (printed
-    after `finemem audit --probes relaxed`), or None when it has none."""
-    from finemem.analysis.extraction import extraction_rows
-    from finemem.config import load_config
-
-    t = load_config(Path(run_dir) / "config.yaml").audit.section("relaxed").threshold
-    for r in reversed(extraction_rows(run_dir)):
-        m = r.get("members", "relaxed_memorization_rate", threshold=t)
-        n = r.get("nonmembers", "relaxed_memorization_rate", threshold=t)
-        e = r.get("excess", "excess_over_nonmembers", outcome="relaxed", threshold=t)
-        if m and n and e:
-            def ci(x, sign=""):
-                return f"{x['value']:{sign}.2f} [{x['lo']:{sign}.2f}, {x['hi']:{sign}.2f}]"
-            return (f"Relaxed memorization (MiniLM cosine >= {t:g}) at {r.name}: members "
-                    f"{ci(m)}, non-members {ci(n)}, excess {ci(e, '+')}; the curve over "
-                    "thresholds: `finemem compare` or the store (relaxed_memorization_rate).")
-    return None

@@ -118,8 +118,9 @@ def _ppl(side) -> str:
 
 def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) -> str:
     """The Markdown section (templates/lora_vs_full.md.j2), from the runs' stores (no model)."""
-    from finemem.analysis.compare import compare, load_side, outcome_flags, plot_curves, wilson
+    from finemem.analysis.compare import compare, load_side, outcome_flags, wilson
     from finemem.experiments import render_markdown
+    from finemem.report.compare import plot_curves
     from finemem.metrics.extraction import bootstrap_diff_ci
     from finemem.metrics.relaxed import paired_diff_ci
 

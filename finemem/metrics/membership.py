@@ -266,6 +266,31 @@ def tpr_at_fpr(members, nonmembers, *, fpr: float, member_when: str = "higher",
     return k / m.size, (float(ci.low), float(ci.high)), k
 
 
+def roc_points(members, nonmembers, *, member_when: str = "higher"):
+    r"""The ROC curve of an attack score: every threshold's false- and true-positive rates,
+    by scikit-learn's ``roc_curve`` (all thresholds kept).
+
+    .. math:: \mathrm{FPR}(t) = \frac{|\{j: s'_j \ge t\}|}{N},\quad
+              \mathrm{TPR}(t) = \frac{|\{i: s_i \ge t\}|}{M}
+
+    (s flipped in sign when ``member_when="lower"``). Returns (fpr, tpr) arrays from (0, 0)
+    to (1, 1). Raises `ValueError` without members or non-members.
+
+    >>> f, t = roc_points([3, 2], [1, 2])
+    >>> [float(x) for x in f], [float(x) for x in t]
+    ([0.0, 0.0, 0.5, 1.0], [0.0, 0.5, 1.0, 1.0])
+    """
+    m, n = _sets(members, nonmembers, member_when, "roc_points")
+    if m.size == 0 or n.size == 0:
+        raise ValueError(f"roc_points: needs members and non-members (got {m.size} and "
+                         f"{n.size})")
+    from sklearn.metrics import roc_curve
+
+    y = np.r_[np.ones(m.size), np.zeros(n.size)]
+    f, t, _ = roc_curve(y, np.r_[m, n], drop_intermediate=False)
+    return f, t
+
+
 @register_metric("membership_tpr_at_fpr", higher_is_better=False, more_memorized_when="higher",
                  kind="rate", inputs="score_sets")
 def membership_tpr_at_fpr(members, nonmembers, *, fpr: float | None = None,

@@ -1,6 +1,7 @@
 """Report section of the `membership` probe: every attack's ROC AUC and TPR at each low FPR
 (with their 95% intervals and the number of members) per checkpoint, the FPRs refused for too
-few non-members, and each attack's AUC across checkpoints."""
+few non-members, each attack's AUC across checkpoints, and every attack's ROC curve at the
+recommended and the last checkpoint (from the per-example scores the probe stored)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,8 @@ TEMPLATE = """
 chance. Intervals: stratified bootstrap (AUC), Clopper-Pearson (TPR).</p>
 {{ grid(table) }}
 {% if plot %}<figure><img class="plot" data-plot="membership" alt="AUC per checkpoint" src="{{ plot }}"></figure>{% endif %}
+{% if roc %}<figure><img class="plot" data-plot="membership-roc" alt="ROC curves at {{ roc.alt }}" src="{{ roc.uri }}">
+<figcaption>ROC curves (log-log) at {{ roc.alt }}; {{ roc.note }}</figcaption></figure>{% endif %}
 """
 
 
@@ -90,6 +93,86 @@ def _plot(run):
     return figure_data_uri(fig)
 
 
+def roc_checkpoints(run) -> list[tuple[str, str]]:
+    """[(checkpoint, label)]: the recommended and the last trained checkpoint that have stored
+    per-example attack scores (one entry when they are the same)."""
+    from finemem.audit.attacks._provide import HISTORY_SPLIT
+
+    have = [c for c in run.checkpoint_order()
+            if run.example_values(c, f"{HISTORY_SPLIT}/attack_scores")]
+    if not have:
+        return []
+    kinds = {c.name: c.kind for c in run.checkpoints}
+    trained = [c for c in have if kinds.get(c) not in ("merge", "base")]
+    last = trained[-1] if trained else have[-1]
+    rec = run.summary.recommendation.name if run.summary is not None else None
+    if rec == last:
+        return [(last, "recommended, last")]
+    return ([(rec, "recommended")] if rec in have else []) + [(last, "last")]
+
+
+def roc_curves(run, checkpoint: str) -> dict[str, tuple]:
+    """{attack: (fpr, tpr, members, non-members)} at a checkpoint, from the stored per-example
+    attack scores of the members and non-members (`roc_points`); attacks no longer registered
+    are left out."""
+    from finemem.audit.attacks import ATTACKS, load_attacks
+    from finemem.audit.attacks._provide import HISTORY_SPLIT
+    from finemem.metrics.membership import roc_points
+
+    scores = run.example_values(checkpoint, f"{HISTORY_SPLIT}/attack_scores")
+    member = run.example_values(checkpoint, f"{HISTORY_SPLIT}/is_member")
+    ids = [i for i in scores if i in member]
+    load_attacks()
+    out = {}
+    for attack in dict.fromkeys(a for i in ids for a in scores[i]):
+        if attack not in ATTACKS:
+            continue
+        m = [scores[i][attack] for i in ids if member[i] and attack in scores[i]]
+        n = [scores[i][attack] for i in ids if not member[i] and attack in scores[i]]
+        if m and n:
+            out[attack] = (*roc_points(m, n, member_when=ATTACKS[attack].member_when),
+                           len(m), len(n))
+    return out
+
+
+def _roc_plot(run):
+    """One log-log panel per checkpoint of `roc_checkpoints`; None when no scores are stored."""
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from finemem.report.plots import figure_data_uri
+
+    cks = [(c, label, roc_curves(run, c)) for c, label in roc_checkpoints(run)]
+    cks = [x for x in cks if x[2]]
+    if not cks:
+        return None
+    fig, axes = plt.subplots(1, len(cks), figsize=(3.6 * len(cks), 3.4), squeeze=False)
+    counts = set()
+    for ax, (ck, label, curves) in zip(axes[0], cks):
+        floor = 1.0
+        for attack, (f, t, n_m, n_n) in curves.items():
+            counts.add((n_m, n_n))
+            floor = min(floor, 1.0 / n_n)
+            ok = (f > 0) & (t > 0)  # a log axis has no 0: FPR below 1/N is not resolved
+            ax.plot(f[ok], t[ok], lw=1.2, label=attack)
+        grid = np.logspace(np.log10(floor / 2), 0, 50)
+        ax.plot(grid, grid, color="grey", lw=0.8, ls="--")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set(xlim=(floor / 2, 1), ylim=(floor / 2, 1.05), xlabel="false-positive rate",
+               ylabel="true-positive rate", title=f"{ck} ({label})")
+        ax.title.set_fontsize(8)
+        ax.legend(fontsize=6)
+    fig.tight_layout()
+    n_m, n_n = max(counts)
+    note = (f"{n_m} members, {n_n} non-members; dashed: chance; the curve starts at FPR 1/N "
+            f"= {1 / n_n:.2g}, the lowest rate N non-members resolve.")
+    if run.summary is None:
+        note += " No recommended checkpoint (the stage table needs the default probes)."
+    return {"uri": figure_data_uri(fig), "note": note,
+            "alt": ", ".join(f"{c} ({label})" for c, label, _ in cks)}
+
+
 def terminal(run, console) -> bool:
     from finemem.report.tables import print_grid
 
@@ -104,4 +187,4 @@ def terminal(run, console) -> bool:
                   probes=("membership",), terminal=terminal)
 def membership(run):
     g = membership_grid(run)
-    return None if g is None else {"table": g, "plot": _plot(run)}
+    return None if g is None else {"table": g, "plot": _plot(run), "roc": _roc_plot(run)}

@@ -5,6 +5,8 @@ across checkpoints."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from finemem.report.sections import register_section
 from finemem.report.sections._common import Grid, ci, last_with
 
@@ -71,8 +73,6 @@ def terminal(run, console) -> bool:
     got = relaxed_grids(run)
     if got is None:
         return False
-    from finemem.analysis.compare import relaxed_summary
-
     curve, headline, _, _ = got
     line = relaxed_summary(run.run_dir)
     if line:
@@ -90,3 +90,23 @@ def relaxed(run):
         return None
     curve, headline, _, cells = got
     return {"curve": curve, "headline": headline, "plot": _plot(cells)}
+
+
+def relaxed_summary(run_dir) -> str | None:
+    """One line on the relaxed probe's results at the run's last audited checkpoint (printed
+    after `finemem audit --probes relaxed`), or None when it has none."""
+    from finemem.analysis.extraction import extraction_rows
+    from finemem.config import load_config
+
+    t = load_config(Path(run_dir) / "config.yaml").audit.section("relaxed").threshold
+    for r in reversed(extraction_rows(run_dir)):
+        m = r.get("members", "relaxed_memorization_rate", threshold=t)
+        n = r.get("nonmembers", "relaxed_memorization_rate", threshold=t)
+        e = r.get("excess", "excess_over_nonmembers", outcome="relaxed", threshold=t)
+        if m and n and e:
+            def band(x, sign=""):
+                return f"{x['value']:{sign}.2f} [{x['lo']:{sign}.2f}, {x['hi']:{sign}.2f}]"
+            return (f"Relaxed memorization (MiniLM cosine >= {t:g}) at {r.name}: members "
+                    f"{band(m)}, non-members {band(n)}, excess {band(e, '+')}; the curve over "
+                    "thresholds: `finemem compare` or the store (relaxed_memorization_rate).")
+    return None
