@@ -21,6 +21,7 @@ Contract every experiment keeps:
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from importlib import resources
 from pathlib import Path
@@ -56,6 +57,15 @@ def with_machine_note(lines: list[str]) -> list[str]:
     return lines[:3] + ["", MACHINE_NOTE] + lines[3:]
 
 
+def merge(base: dict, over: dict) -> dict:
+    """`base` with `over` merged in (nested dicts merge, anything else replaces)."""
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else \
+            copy.deepcopy(v)
+    return out
+
+
 class Experiment(ABC):
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""      # one line, for `--help`
@@ -85,6 +95,20 @@ class Experiment(ABC):
             if not plan.get(key):
                 raise UserError("missing", source=self.settings_source, field=key)
         return plan
+
+    def run_configs(self, plan: dict, out: Path, edit=None) -> dict:
+        """Run name -> validated `RunConfig` of each `plan["runs"]` entry merged over
+        `plan["run"]`, its folder `out/<name>`; `edit(raw)` adjusts a raw config first."""
+        from finemem.config import parse_config
+
+        cfgs = {}
+        for name, over in plan["runs"].items():
+            raw = merge(plan["run"], over or {})
+            raw["run_dir"] = str(Path(out) / name)
+            if edit is not None:
+                edit(raw)
+            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
+        return cfgs
 
     @abstractmethod
     def configs(self, out: Path) -> dict:

@@ -8,7 +8,6 @@ rewritten with the numbers, their intervals and a verdict per claim; other secti
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import time
@@ -16,16 +15,7 @@ from pathlib import Path
 
 
 from finemem.errors import UserError
-from finemem.experiments import Experiment, register_experiment
-
-
-def merge(base: dict, over: dict) -> dict:
-    """`base` with `over` merged in (nested dicts merge, anything else replaces)."""
-    out = copy.deepcopy(base)
-    for k, v in (over or {}).items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else \
-            copy.deepcopy(v)
-    return out
+from finemem.experiments import Experiment, merge, register_experiment  # noqa: F401
 
 
 @register_experiment("lora-vs-full")
@@ -46,16 +36,10 @@ class LoraVsFull(Experiment):
         return plan
 
     def configs(self, out: Path) -> dict:
-        from finemem.config import parse_config
-
         plan = self.plan()
-        cfgs = {}
-        for name, over in plan["runs"].items():
-            raw = merge(plan["run"], over or {})
-            raw["run_dir"] = str(Path(out) / name)
-            raw.setdefault("audit", {})["relaxed"] = {"threshold": plan.get("threshold", 0.8)}
-            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
-        return cfgs
+        threshold = {"threshold": plan.get("threshold", 0.8)}
+        return self.run_configs(plan, out, edit=lambda raw: raw.setdefault(
+            "audit", {}).__setitem__("relaxed", dict(threshold)))
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,
             **_) -> str:

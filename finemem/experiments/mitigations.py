@@ -17,7 +17,6 @@ from pathlib import Path
 
 from finemem.errors import UserError
 from finemem.experiments import Experiment, register_experiment, render_markdown
-from finemem.experiments.lora_vs_full import merge
 
 DOC = Path("docs/MITIGATIONS.md")
 
@@ -38,15 +37,7 @@ class Mitigations(Experiment):
         return plan
 
     def configs(self, out: Path) -> dict:
-        from finemem.config import parse_config
-
-        plan = self.plan()
-        cfgs = {}
-        for name, over in plan["runs"].items():
-            raw = merge(plan["run"], over or {})
-            raw["run_dir"] = str(Path(out) / name)
-            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
-        return cfgs
+        return self.run_configs(self.plan(), out)
 
     def run(self, out: Path, *, doc: Path | None = None, console=None, **_) -> str:
         from rich.console import Console
