@@ -20,7 +20,7 @@ from pydantic import (BaseModel, ConfigDict, Discriminator, Field, PrivateAttr, 
                       ValidationError, field_validator, model_validator)
 from pydantic_core import InitErrorDetails
 
-from finemem.errors import UserError
+from finemem.errors import UserError, unknown_name
 
 
 class _Strict(BaseModel):
@@ -242,6 +242,33 @@ class Section(_Strict):
     one (see `finemem.audit.probes`)."""
 
 
+# Probe name -> the model of its `audit:` section. This layer knows what an audit section is,
+# not which probes exist: `finemem.audit.probes.register_probe` files each probe's Config here
+# and `load_probes()` registers them all; whoever parses a whole config from outside (the CLI,
+# finemem.train, the audit loop, the experiments, FinememCallback) loads the probes first.
+PROBE_SETTINGS: dict[str, type[Section]] = {}
+_probes_loaded = False
+
+
+def register_probe_settings(name: str, settings: type[Section]) -> None:
+    PROBE_SETTINGS[name] = settings
+
+
+def probe_settings_loaded() -> None:
+    """Called by `finemem.audit.probes.load_probes` once every probe is registered."""
+    global _probes_loaded
+    _probes_loaded = True
+
+
+def probe_settings() -> dict[str, type[Section]]:
+    """Every probe's settings model; a programming error before the probes are loaded (an
+    audit section would otherwise read as an unknown key)."""
+    if not _probes_loaded:
+        raise RuntimeError("the probes' settings are not registered: call "
+                           "finemem.audit.probes.load_probes() before parsing a run config")
+    return PROBE_SETTINGS
+
+
 # Flat audit keys of run folders written before the audit had one section per probe; they are
 # read into the section that now holds them.
 _LEGACY_AUDIT_KEYS = {"train_sample": "likelihood"} | {
@@ -278,40 +305,41 @@ class AuditConfig(BaseModel):
 
     @model_validator(mode="after")
     def _sections(self) -> "AuditConfig":
-        from finemem.audit.probes import PROBES, load_probes
-
-        load_probes()
+        settings = probe_settings()
         extra = self.__pydantic_extra__
         errors = []
         for name in list(extra):
-            if name not in PROBES:
+            if name not in settings:
                 errors.append(InitErrorDetails(type="extra_forbidden", loc=(name,),
                                                input=extra[name]))
                 continue
             try:
-                extra[name] = PROBES[name].Config.model_validate(extra[name] or {})
+                extra[name] = settings[name].model_validate(extra[name] or {})
             except ValidationError as e:
                 errors += [InitErrorDetails(type=er["type"], loc=(name, *er["loc"]),
                                             input=er.get("input"), ctx=er.get("ctx", {}))
                            for er in e.errors()]
         for i, name in enumerate(self.probes or []):
-            if name not in PROBES:
+            if name not in settings:
                 errors.append(InitErrorDetails(
                     type="value_error", loc=("probes", i), input=name,
                     ctx={"error": ValueError(f"unknown probe; available: "
-                                             f"{', '.join(sorted(PROBES))}")}))
+                                             f"{', '.join(sorted(settings))}")}))
         if errors:
             raise ValidationError.from_exception_data("AuditConfig", errors)
-        for name, probe in PROBES.items():  # every section present, defaults filled in
-            extra.setdefault(name, probe.Config())
+        for name, model in settings.items():  # every section present, defaults filled in
+            extra.setdefault(name, model())
         return self
 
     def section(self, name: str) -> Section:
         """The validated settings of probe `name` (its defaults when the config has none)."""
-        from finemem.audit.probes import get_probe
-
         extra = self.__pydantic_extra__ or {}
-        return extra[name] if name in extra else get_probe(name).Config()
+        if name in extra:
+            return extra[name]
+        settings = probe_settings()
+        if name not in settings:
+            raise unknown_name("probe", name, settings, field="probes")
+        return settings[name]()
 
 
 class RunConfig(_Strict):

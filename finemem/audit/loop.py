@@ -18,7 +18,7 @@ from rich.progress import Progress, TimeElapsedColumn
 from finemem import distributed as ddp
 from finemem import engine, faults
 from finemem.audit.context import AuditContext
-from finemem.audit.probes import get_probe, resolve_probes
+from finemem.audit.probes import get_probe, load_probes, resolve_probes
 from finemem.config import AuditConfig, RunConfig
 from finemem.errors import UserError
 from finemem.models.load import load_tokenizer, pick_device, quiet_hf
@@ -29,7 +29,8 @@ STAGE_PROBES = ("likelihood", "overmem")  # what the stage table and `recommend`
 
 
 def open_run(run_dir: str | Path) -> RunConfig:
-    """The run's config (`RunFolder.config`)."""
+    """The run's config (`RunFolder.config`), parsed with every probe's settings known."""
+    load_probes()
     return RunFolder(run_dir).config
 
 
@@ -175,8 +176,9 @@ def _worker(run_dir: str, refs: list, names: list[str], acfg_raw: dict, device: 
     import torch
 
     torch.set_num_threads(threads)
+    cfg = open_run(run_dir)  # first: it registers the probes' settings in this process
     acfg = AuditConfig.model_validate(acfg_raw)
-    cfg = open_run(run_dir).model_copy(update={"audit": acfg})
+    cfg = cfg.model_copy(update={"audit": acfg})
     ctx, active, keys = _open(Path(run_dir), cfg, acfg, names)
     try:
         _loop(ctx, refs, active, keys, cfg, device, progress=False)

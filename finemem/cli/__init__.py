@@ -40,7 +40,11 @@ def _root(version: bool = typer.Option(False, "--version", callback=_print_versi
                                        is_eager=True, help="Print finemem's version and exit.")
           ) -> None:
     """The group's own options (typer needs a callback to carry them); each command does its
-    own work."""
+    own work. Every command may read a run config, so the probes' settings (its `audit:`
+    sections) are registered first."""
+    from finemem.audit.probes import load_probes
+
+    load_probes()
 
 
 # Modules that register commands on `app` (each defines `register(app)`).

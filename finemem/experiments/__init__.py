@@ -164,7 +164,11 @@ def _load_user_settings(path: Path) -> dict:
 
 def _load_builtin() -> None:
     # Every module of this package registers what it defines on import; imported lazily so that
-    # importing the registry (and the CLI) stays cheap until an experiment is looked up.
+    # importing the registry (and the CLI) stays cheap until an experiment is looked up. An
+    # experiment parses run configs, so the probes' settings are registered too.
+    from finemem.audit.probes import load_probes
+
+    load_probes()
     import_modules(__name__)
 
 

@@ -89,10 +89,12 @@ class FinememCallback(TrainerCallback):
     # set-up ------------------------------------------------------------------------------
     def on_train_begin(self, args, state, control, model=None, processing_class=None, **kw):
         from finemem import distributed as ddp
+        from finemem.audit.probes import load_probes
         from finemem.config import parse_config
         from finemem.io import write_text_atomic
         from finemem.models.load import load_tokenizer, resolve_model
 
+        load_probes()  # every rank reads the run config, whose audit sections the probes own
         self.run_dir = self.run_dir or Path(args.output_dir) / "finemem"
         self.kind = "lora" if hasattr(model, "peft_config") else "full"
         if self.base_model is None:

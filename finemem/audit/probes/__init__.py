@@ -27,7 +27,7 @@ from abc import ABC, abstractmethod
 import json
 from typing import ClassVar
 
-from finemem.config import Section
+from finemem.config import Section, probe_settings_loaded, register_probe_settings
 from finemem.errors import UserError, unknown_name
 from finemem.registry import import_modules, registrar
 
@@ -68,12 +68,24 @@ class Probe(ABC):
         return h.hexdigest()[:12]
 
 
-register_probe = registrar(PROBES, "probe")
+_register = registrar(PROBES, "probe")
+
+
+def register_probe(name: str):
+    """Class decorator: file the probe under `name`, and its `Config` as the settings of
+    `audit: {name: ...}` (the config layer's `PROBE_SETTINGS`, which validates that section)."""
+    def deco(cls: type[Probe]) -> type[Probe]:
+        _register(name)(cls)
+        register_probe_settings(name, cls.Config)
+        return cls
+    return deco
 
 
 def load_probes() -> None:
-    """Import every module of this package: each registers the probe it defines."""
+    """Import every module of this package: each registers the probe it defines (and its
+    settings, so that a run config's audit sections can be parsed)."""
     import_modules(__name__)
+    probe_settings_loaded()
 
 
 def get_probe(name: str) -> type[Probe]:
