@@ -3,7 +3,10 @@
 Usage:
     cfg = load_config("run.yaml", overrides={"training.lr": 1e-3})
 
-Unknown keys are errors. Errors name the file, the line and the field (`UserError`).
+Unknown keys are errors. Errors name the file, the line and the field (`UserError`). Each
+`audit: {<probe>: ...}` section is validated by that probe's settings model, which the probe
+registers in `PROBE_SETTINGS` (this module knows no probe): call
+`finemem.audit.probes.load_probes()` first, as the CLI and `finemem.train` do.
 `finemem config example` prints a commented example generated from these models (every field's
 default and `description`; finemem/cli/config_example.py).
 """

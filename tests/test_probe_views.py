@@ -12,8 +12,12 @@ from finemem.cli import app
 pytestmark = pytest.mark.integration
 runner = CliRunner()
 
-# probe -> (a line of its terminal headline, its report section)
+# probe -> (a line of its terminal headline, its report section); likelihood is audited first,
+# alone, so that its own headline (the stage table's PPL columns) is what is checked. The
+# secrets probe needs data with secrets in it: tests/test_secrets.py checks its headline
+# ("Secrets extracted per type") and its report section on a builtin:records run.
 HEADLINES = {
+    "likelihood": ("Stages of", "overmem"),
     "overmem": ("Recommendation:", "overmem"),
     "membership": ("Membership inference per checkpoint", "membership"),
     "canaries": ("exposure (bits)", "canaries"),

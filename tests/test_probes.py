@@ -98,20 +98,29 @@ def test_probes_option_runs_what_is_needed_and_only_that(tmp_path):
 
 def test_a_probe_is_one_registered_class(tmp_path):
     """A new probe needs no change to the loop: register it, name it, it runs on every
-    checkpoint once, and its done-key stops a second run."""
+    checkpoint once, and its done-key stops a second run; its settings (`Config`, in its own
+    file) are its config section, validated at the door."""
+    from pydantic import Field
+
     from finemem.audit import audit_run
     from finemem.audit.probes import PROBES, Probe, register_probe
+    from finemem.config import PROBE_SETTINGS, Section, parse_config
+    from finemem.errors import UserError
     from finemem.metrics import token_accuracy
 
     calls = []
 
+    class CountTokensConfig(Section):
+        split: str = Field("test", description="eval set to score")
+
     @register_probe("count_tokens_test")
     class CountTokens(Probe):
+        Config = CountTokensConfig
         description = "test probe"
         default = False
 
         def prepare(self, ctx):
-            self.examples = ctx.eval_sets()["test"].examples
+            self.examples = ctx.eval_sets()[self.cfg.split].examples
             self.inputs = [e.id for e in self.examples]
 
         def run(self, ctx, ref, model):
@@ -128,8 +137,14 @@ def test_a_probe_is_one_registered_class(tmp_path):
         assert calls == ["step-000000", "step-000002"]
         audit_run(run, probes=["count_tokens_test"], progress=False)
         assert len(calls) == 2
+        raw = {"run_dir": "x", "data": {"train": {"source": "builtin:arith"}}}
+        cfg = parse_config({**raw, "audit": {"count_tokens_test": {"split": "test"}}})
+        assert isinstance(cfg.audit.section("count_tokens_test"), CountTokensConfig)
+        with pytest.raises(UserError, match=r"audit.count_tokens_test.splits.*unknown key"):
+            parse_config({**raw, "audit": {"count_tokens_test": {"splits": "test"}}})
     finally:
         PROBES.pop("count_tokens_test")
+        PROBE_SETTINGS.pop("count_tokens_test")
 
 
 def test_probe_sections_are_validated_at_the_door(tmp_path):
