@@ -58,3 +58,19 @@ def at_most(ratio: float, target: float, quick: bool) -> bool:
     """Whether a cost `ratio` (lower is better, e.g. 1.10x overhead) passes: `target` in a full
     run, `target * CI_SLACK` in a quick one."""
     return ratio <= (target * CI_SLACK if quick else target)
+
+
+def real_model_or_skip(model: str | None) -> bool:
+    """Whether `model` names a real model (`finemem models list`); when it does and is not
+    installed, print why the benchmark is skipped and exit 0 (CI without the model)."""
+    import sys
+
+    from finemem.models.named import NAMED, how_to_get, installed_gguf
+
+    if model not in NAMED:
+        return False
+    if installed_gguf(model) is None:
+        print(f"skipped: {model} is not installed, so its benchmark did not run "
+              f"({how_to_get(model)})")
+        sys.exit(0)
+    return True

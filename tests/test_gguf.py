@@ -179,6 +179,19 @@ def test_gradient_checkpointing_same_weights(gguf_home, tmp_path, method):
     assert any((out[True][k] != 0).any() for k in out[True])
 
 
+@pytest.mark.parametrize("gc", [False, True])
+def test_head_on_loss_positions_same_weights(gguf_home, tmp_path, monkeypatch, gc):
+    """Chat-formatted LoRA on the tiny GGUF: the head applied to the assistant's tokens only
+    trains the same adapter as the full-logits forward (finemem.train.forward)."""
+    from test_train_forward import assert_same_weights, assert_trained, trained_both_ways
+
+    raw = _cfg(gguf_home, None, max_steps=2, gradient_checkpointing=gc)
+    raw["training"]["lora"]["dropout"] = 0.1
+    split, full = trained_both_ways(raw, tmp_path, monkeypatch)
+    assert_same_weights(split, full)
+    assert_trained(split, str(gguf_home["gguf"]))
+
+
 # ---------------------------------------------------------------- named models
 
 def cli(argv, monkeypatch, capsys) -> tuple[int, str]:

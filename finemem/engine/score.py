@@ -144,7 +144,7 @@ def batch_budget(model, max_tokens_per_batch: int) -> int:
     return max_tokens_per_batch
 
 
-def _split(model):
+def split_head(model):
     """(body, head) when the head can be applied to chosen hidden states, else None."""
     cfg = getattr(model, "config", None)
     if cfg is not None and (getattr(cfg, "final_logit_softcapping", None)
@@ -281,7 +281,7 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
     if min_k_stats:
         flat += [np.empty(total, np.float32), np.empty(total, np.float32)]
     spans: dict[int, tuple[int, int]] = {}
-    parts = _split(model)
+    parts = split_head(model)
     was_training = model.training
     model.eval()
     pos = 0

@@ -42,7 +42,7 @@ from finemem.train import checkpoint as ck
 from finemem.train import dp
 from finemem.train import watch
 from finemem.train.batches import collate, epoch_batches, items_digest
-from finemem.train.loss import causal_lm_loss
+from finemem.train.forward import batch_loss, head_parts
 from finemem.train.methods import param_groups
 from finemem.train.setup import init_run_dir, prepare, run_dir_state, write_config
 
@@ -334,6 +334,8 @@ class _Trainer:
         else:
             model, optimizer = acc.prepare(model, optimizer)
         params = [p for p in model.parameters() if p.requires_grad]
+        # the head only where a loss falls (forward.py); DP-SGD runs its own per-sample pass
+        parts = head_parts(model, acc, t) if self.dp is None else None
         pad = pad_id(self.prep.tokenizer)
         items, spe = self.prep.items, self.steps_per_epoch
         n_epochs = math.ceil(self.total_steps / spe)
@@ -363,10 +365,7 @@ class _Trainer:
                                                      pad_id=pad).items()}
                         sync = j == len(group) - 1
                         with nullcontext() if sync else acc.no_sync(model):
-                            logits = model(input_ids=batch["input_ids"],
-                                           attention_mask=batch["attention_mask"]).logits
-                            loss = causal_lm_loss(logits, batch["labels"], kind=t.loss,
-                                                  mar_detach=t.mar_detach)
+                            loss = batch_loss(model, batch, t, parts, acc)
                             if acc.num_processes > 1:  # DDP averages: weight * N
                                 loss = loss * share
                                 acc.backward(loss * acc.num_processes / len(group))

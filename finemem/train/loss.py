@@ -55,11 +55,7 @@ def ce_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 
     where :math:`\mathcal{T}` is the set of tokens whose label is not -100 and N its size.
     """
-    tgt = shift_labels(labels)
-    n = (tgt != IGNORE).sum().clamp(min=1)
-    ce = F.cross_entropy(_upcast(logits).flatten(0, 1), tgt.flatten(), ignore_index=IGNORE,
-                         reduction="sum")
-    return ce / n
+    return rows_loss(logits.flatten(0, 1), shift_labels(labels).flatten(), kind="ce")
 
 
 def mar_loss(logits: torch.Tensor, labels: torch.Tensor, *, detach: bool = True) -> torch.Tensor:
@@ -85,19 +81,32 @@ def mar_loss(logits: torch.Tensor, labels: torch.Tensor, *, detach: bool = True)
     >>> round(float(mar_loss(z, y)), 5)
     0.34657
     """
-    ce = token_ce(logits, labels)  # (B, T), 0 off the loss tokens
-    n = (shift_labels(labels) != IGNORE).sum().clamp(min=1)
-    w = 1.0 - torch.exp(-ce)  # (B, T); 0 off the loss tokens since exp(0) = 1
-    if detach:
-        w = w.detach()
-    return (w * ce).sum() / n
+    return rows_loss(logits.flatten(0, 1), shift_labels(labels).flatten(), kind="mar",
+                     mar_detach=detach)
 
 
 def causal_lm_loss(logits: torch.Tensor, labels: torch.Tensor, *, kind: str = "ce",
                    mar_detach: bool = True) -> torch.Tensor:
     """The training loss named by `TrainingConfig.loss` ('ce' or 'mar')."""
+    return rows_loss(logits.flatten(0, 1), shift_labels(labels).flatten(), kind=kind,
+                     mar_detach=mar_detach)
+
+
+def rows_loss(logits: torch.Tensor, targets: torch.Tensor, *, kind: str = "ce",
+              mar_detach: bool = True) -> torch.Tensor:
+    """`causal_lm_loss` over rows that are already aligned: logits (N, V) and the tokens they
+    predict (N,), -100 where no loss falls. The training loop passes only the loss-bearing
+    positions' logits (the head applied to those hidden states alone), the same loss as over
+    the whole (B, T, V) tensor."""
+    if kind not in ("ce", "mar"):
+        raise ValueError(f"unknown loss '{kind}'; expected 'ce' or 'mar'")
+    n = (targets != IGNORE).sum().clamp(min=1)
     if kind == "ce":
-        return ce_loss(logits, labels)
-    if kind == "mar":
-        return mar_loss(logits, labels, detach=mar_detach)
-    raise ValueError(f"unknown loss '{kind}'; expected 'ce' or 'mar'")
+        return F.cross_entropy(_upcast(logits), targets, ignore_index=IGNORE,
+                               reduction="sum") / n
+    ce = F.cross_entropy(_upcast(logits), targets, ignore_index=IGNORE,
+                         reduction="none")  # (N,), 0 off the loss tokens
+    w = 1.0 - torch.exp(-ce)  # (N,); 0 off the loss tokens since exp(0) = 1
+    if mar_detach:
+        w = w.detach()
+    return (w * ce).sum() / n
