@@ -63,6 +63,18 @@ def test_self_bleu_excludes_self():
     assert self_bleu(texts) < with_self - 0.5
 
 
+def test_self_bleu_equals_sentence_bleu_per_sample_exactly():
+    """One scorer for all samples (its token cache shared) gives sacrebleu.sentence_bleu's
+    numbers bit for bit."""
+    import sacrebleu
+
+    texts = ["Tom has 3 apples. He buys 4 more: 3 + 4 = 7.", "Tom has 3 apples; 3 + 4 = 7.",
+             "Ann had 12 pens, gave 5 away: 12 - 5 = 7.", "3 + 4 = 7", "Tom has 3 apples."]
+    by_call = [sacrebleu.sentence_bleu(t, texts[:i] + texts[i + 1:]).score
+               for i, t in enumerate(texts)]
+    assert self_bleu(texts) == float(np.mean(by_call)) / 100.0
+
+
 def test_self_bleu_identical_and_degenerate():
     assert self_bleu(["same words here"] * 3) == pytest.approx(1.0)
     with pytest.warns(RuntimeWarning, match="at least 2"):

@@ -54,3 +54,14 @@ def test_a_corrupted_copy_is_not_used(tmp_path, monkeypatch, capsys):
     assert shipped.install_shipped("tiny", digest, dest) is False
     assert "model.safetensors fails its sha256 check" in capsys.readouterr().err
     assert shipped.install_shipped("tiny", "0" * 12, dest) is False  # another spec: none
+
+
+def test_ship_refuses_a_base_that_is_not_built(tmp_path, monkeypatch):
+    """Shipping copies what `finemem base build` made; it never pretrains one itself."""
+    from finemem.errors import UserError
+    from finemem.models import _pretrain
+
+    monkeypatch.setenv("FINEMEM_HOME", str(tmp_path))
+    monkeypatch.setattr(_pretrain, "build", lambda *a, **k: pytest.fail("pretrained"))
+    with pytest.raises(UserError, match="finemem base build --size test --force"):
+        shipped.ship("test")

@@ -46,6 +46,7 @@ class AuditContext:
     store: Store
     phase: Callable[[str], None] = field(default=lambda what: None)
     _loaded: dict = field(default_factory=dict, repr=False)
+    _tokens: dict = field(default_factory=dict, repr=False)  # see `_encode`
 
     def once(self, key, load: Callable[[], object]):
         """`load()` the first time `key` is asked for in this audit, the same object after:
@@ -124,11 +125,22 @@ class AuditContext:
     def score(self, ref, model, examples: list[Example], *, loss_on: str = "completion"):
         """Teacher-forced scores of each example's target (the completion, or the whole text
         with loss_on='all'), as trained: one `TokenScores` per example."""
-        pairs = [encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.max_length)
-                 for ex in examples]
         return self.score_tokens(ref, model, [ex.id for ex in examples],
-                                 [(p.context, p.target) for p in pairs],
+                                 [self._encode(ex, loss_on) for ex in examples],
                                  setting=_score_setting(loss_on))
+
+    def _encode(self, ex: Example, loss_on: str | None):
+        """The tokens of an example, as a (context, target) pair, or its prompt's tokens when
+        `loss_on` is None: tokenized once per audit, since every checkpoint asks for the same
+        (the engine copies them; nothing changes them)."""
+        key = (loss_on, ex.chat, ex.prompt, ex.completion if loss_on else None)
+        if key not in self._tokens:
+            if loss_on is None:
+                self._tokens[key] = encode_prompt(self.tokenizer, ex)
+            else:
+                p = encode(self.tokenizer, ex, loss_on=loss_on, max_length=self.max_length)
+                self._tokens[key] = (p.context, p.target)
+        return self._tokens[key]
 
     def score_tokens(self, ref, model, ids: list[str], pairs: list[tuple[list, list]], *,
                      setting: str):
@@ -140,7 +152,7 @@ class AuditContext:
                  do_sample: bool = False, temperature: float = 1.0, top_p: float = 1.0):
         """Continuations of each example's prompt (greedy, or n seeded samples; seeds come
         from the example ids, so they do not depend on batching)."""
-        prompts = [encode_prompt(self.tokenizer, ex) for ex in examples]
+        prompts = [self._encode(ex, None) for ex in examples]
         return self.generate_tokens(ref, model, [ex.id for ex in examples], prompts,
                                     setting="prompt", max_new_tokens=max_new_tokens, n=n,
                                     do_sample=do_sample, temperature=temperature, top_p=top_p)

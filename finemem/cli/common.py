@@ -1,4 +1,5 @@
-"""Options shared by the commands that train or audit (`finemem train | audit | demo | sweep`):
+"""Options shared by the commands that train or run a model (`finemem train | audit | demo |
+sweep | reproduce | base build`):
 one definition each, so every command spells and explains them the same way
 (tests/test_cli_common.py walks the commands).
 
@@ -13,8 +14,8 @@ from __future__ import annotations
 
 import typer
 
-# The commands that take every shared option.
-RUNNERS = ("train", "audit", "demo", "sweep")
+# The commands that take every shared option: every one that trains or runs a model.
+RUNNERS = ("train", "audit", "demo", "sweep", "reproduce", "base build")
 SHARED = ("--device", "--progress", "--quiet", "--set")
 
 
@@ -37,3 +38,11 @@ def sets():
     return typer.Option([], "--set", help="a config key for this command, KEY=VALUE (a YAML "
                                           "value), e.g. training.epochs=5 or "
                                           "audit.extraction.prefix_tokens=32; repeatable")
+
+
+def config_overrides(sets: list[str], device: str | None) -> dict:
+    """The config keys of `--set` and `--device` (a command that passes them on to the run
+    configs it builds)."""
+    from finemem.cli.train_cmd import parse_sets
+
+    return {**parse_sets(sets), **({"device": device} if device else {})}

@@ -51,6 +51,10 @@ def register(app: typer.Typer) -> None:
                       None, help="your settings YAML in place of the shipped one (same keys; "
                                  "e.g. task-disparity on your own files: tasks, and "
                                  "run.data.train.source: 'data/{task}.jsonl')"),
+                  device: Optional[str] = common.device(),
+                  progress: bool = common.progress(),
+                  quiet: bool = common.quiet(),
+                  set_: list[str] = common.sets(),
                   ) -> None:
         """Run a longer experiment on the built-in setup and write its report (for
         over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits.
@@ -64,6 +68,9 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"experiment '{experiment}' is not one `finemem reproduce` runs"
                             f"{how}; reproducible: {', '.join(names)}", field="experiment")
         exp.settings_path = settings
+        # the shared options: --set and --device become config keys of each of its runs
+        exp.overrides = common.config_overrides(set_, device)
+        exp.progress, exp.quiet = progress, quiet
         exp.run(out, doc=doc)
 
     @app.command()
@@ -121,8 +128,7 @@ def register(app: typer.Typer) -> None:
         if not specs:
             specs = ["training.lr=1e-4,3e-4,1e-3"]
         names = None if probes is None else [p.strip() for p in probes.split(",") if p.strip()]
-        from finemem.cli.train_cmd import parse_sets
-
-        over = {**parse_sets(set_), **({"device": device} if device else {})}
+        over = common.config_overrides(set_, device)
         run_sweep(config, grid=parse_grid(specs), epochs=epochs, out=out, probes=names,
                   overrides=over, progress=progress, quiet=quiet)
+

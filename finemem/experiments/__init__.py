@@ -74,6 +74,10 @@ class Experiment(ABC):
     command: ClassVar[str] = ""          # its own command, when it has one (`finemem demo`)
 
     settings_path: Path | None = None     # a user's settings file replacing the shipped one
+    # `finemem reproduce`'s shared options (finemem.cli.common), set before run():
+    overrides: dict | None = None         # --set / --device: config keys of every run
+    progress: bool = True                 # --no-progress: no progress bars
+    quiet: bool = False                   # --quiet: result lines only, no tables
 
     @property
     def settings_source(self) -> str:
@@ -99,16 +103,22 @@ class Experiment(ABC):
     def run_configs(self, plan: dict, out: Path, edit=None) -> dict:
         """Run name -> validated `RunConfig` of each `plan["runs"]` entry merged over
         `plan["run"]`, its folder `out/<name>`; `edit(raw)` adjusts a raw config first."""
-        from finemem.config import parse_config
-
         cfgs = {}
         for name, over in plan["runs"].items():
             raw = merge(plan["run"], over or {})
             raw["run_dir"] = str(Path(out) / name)
             if edit is not None:
                 edit(raw)
-            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
+            cfgs[name] = self.parse_run(raw, source=f"{self.settings_source}: runs.{name}")
         return cfgs
+
+    def parse_run(self, raw: dict, *, source: str):
+        """The validated `RunConfig` of one run's raw config, `overrides` set first."""
+        from finemem.config import parse_config, set_path
+
+        for key, value in (self.overrides or {}).items():
+            set_path(raw, key, value)
+        return parse_config(raw, source=source)
 
     @abstractmethod
     def configs(self, out: Path) -> dict:

@@ -15,11 +15,10 @@ from finemem.experiments import Experiment, load_settings, register_experiment
 
 SIGNATURE_RATIO = 1.3   # test PPL >= this x its running minimum ...
 SIGNATURE_DELTA = 0.05  # ... while point accuracy stays within this of the best
-# where the demo measures leakage (besides the checkpoint to ship), for the most accurate
-# checkpoint within the default budget: `finemem audit --checkpoints` syntax
-LEAKAGE_CHECKPOINTS = "every:1"
-LEAKAGE_ATTACKS = ("loss",)  # the leakage line's attack (`finemem audit --probes membership`
-                             # runs all six)
+# The leakage line's attack (`finemem audit --probes membership` runs all six), measured in
+# the same pass as the stage table's probes, on every checkpoint: the most accurate one within
+# the default budget can be any of them.
+LEAKAGE_ATTACKS = ("loss",)
 
 
 def demo_config(run_dir: Path, overrides: dict | None = None):
@@ -71,6 +70,7 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None, device: str | 
     from rich.console import Console
 
     from finemem.audit import audit_run, summarize
+    from finemem.audit.probes import resolve_probes
     from finemem.models.load import resolve_model
     from finemem.report.plots import write_plots
     from finemem.report.tables import print_summary
@@ -86,8 +86,10 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None, device: str | 
     console.rule("2/4  fine-tuning arith")
     train(cfg, force=force, progress=progress)
     times["training"] = time.time() - t0 - sum(times.values())
-    console.rule("3/4  auditing every checkpoint")
-    audit_run(run_dir, device=device, progress=progress)
+    console.rule("3/4  auditing every checkpoint (stage table and membership)")
+    # one pass: each checkpoint is loaded once for likelihood, overmem and membership
+    audit_run(run_dir, probes=[*resolve_probes(None), "membership"], device=device,
+              progress=progress, audit_cfg=leakage_audit_config(run_dir))
     s = summarize(run_dir)
     if quiet:
         console.print(f"[bold]Recommendation:[/] {s.recommendation.explanation}")
@@ -97,8 +99,7 @@ def run_demo(run_dir: Path, *, force: bool = False, console=None, device: str | 
     _print_signature(s, console)
     times["audit"] = time.time() - t0 - sum(times.values())
     console.rule("4/4  what the checkpoint to ship leaks")
-    _leakage(run_dir, s.recommendation.name, console, device=device, progress=progress)
-    times["leakage"] = time.time() - t0 - sum(times.values())
+    _leakage(s, console)
     from finemem.report.html import write_report
 
     report = write_report([run_dir])
@@ -128,23 +129,25 @@ def _print_signature(s, console) -> None:
                       "the best).")
 
 
-def _leakage(run_dir: Path, ship: str, console, *, device, progress) -> None:
-    """The membership probe (the loss attack's AUC and TPR at 1% FPR, greedy extraction of
-    whole completions) on the checkpoints LEAKAGE_CHECKPOINTS picks and the one to ship, then
-    the leakage line and the most accurate checkpoint within the default budget."""
-    from finemem.analysis.leakage import DEFAULT_BUDGET, leakage_rows, parse_budget, pick_within
-    from finemem.audit import audit_run, summarize
-    from finemem.report.leakage import ship_leakage_lines
-
+def leakage_audit_config(run_dir: Path):
+    """The run's audit settings with the leakage line's membership settings: the loss attack,
+    TPR at 1% FPR (200 non-members resolve 1%, not 0.1%)."""
     from finemem.config import load_config
 
-    acfg = load_config(run_dir / "config.yaml", overrides={
+    return load_config(run_dir / "config.yaml", overrides={
         "audit.membership.attacks": list(LEAKAGE_ATTACKS),
-        "audit.membership.fprs": [0.01]}).audit  # 200 non-members resolve 1%, not 0.1%
-    audit_run(run_dir, probes=["membership"], device=device, progress=progress,
-              checkpoints=f"{LEAKAGE_CHECKPOINTS},{ship}", audit_cfg=acfg)
-    s = summarize(run_dir)
-    rows = leakage_rows(s, attack="loss")
+        "audit.membership.fprs": [0.01]}).audit
+
+
+def _leakage(s, console) -> None:
+    """The leakage line of the checkpoint to ship (the loss attack's AUC and TPR at 1% FPR,
+    greedy extraction of whole completions) and the most accurate checkpoint within the
+    default budget, from the membership results the audit stored."""
+    from finemem.analysis.leakage import DEFAULT_BUDGET, leakage_rows, parse_budget, pick_within
+    from finemem.report.leakage import ship_leakage_lines
+
+    attack = LEAKAGE_ATTACKS[0]
+    rows = leakage_rows(s, attack=attack)
     pick = pick_within(rows, parse_budget(DEFAULT_BUDGET), graded=s.graded)
-    for line in ship_leakage_lines(rows, ship, pick, attack="loss"):
+    for line in ship_leakage_lines(rows, s.recommendation.name, pick, attack=attack):
         console.print(line, highlight=False)

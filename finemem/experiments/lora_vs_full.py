@@ -56,8 +56,8 @@ class LoraVsFull(Experiment):
         for name, cfg in cfgs.items():
             console.rule(f"{name}: train and audit (likelihood, extraction, relaxed)")
             t1 = time.time()
-            train(cfg)
-            audit_run(cfg.run_dir, probes=["likelihood", "relaxed"])
+            train(cfg, progress=self.progress)
+            audit_run(cfg.run_dir, probes=["likelihood", "relaxed"], progress=self.progress)
             spent = json.loads(timing.read_text()) if timing.is_file() else {}
             spent[name] = spent.get(name, 0.0) + time.time() - t1
             write_text_atomic(timing, json.dumps(spent, indent=1))

@@ -56,9 +56,9 @@ class Mitigations(Experiment):
         for name, cfg in cfgs.items():
             console.rule(f"{name}: train and audit ({', '.join(cfg.audit.probes or [])})")
             w, c = time.time(), time.process_time()
-            train(cfg)
+            train(cfg, progress=self.progress)
             tw, tc = time.time() - w, time.process_time() - c
-            audit_run(cfg.run_dir, probes=cfg.audit.probes)
+            audit_run(cfg.run_dir, probes=cfg.audit.probes, progress=self.progress)
             spent = json.loads(timing.read_text()) if timing.is_file() else {}
             old = spent.get(name, {})
             spent[name] = {"train_wall": old.get("train_wall", 0) + tw,
@@ -73,7 +73,8 @@ class Mitigations(Experiment):
                 row["train_seconds"] = spent[r["run"]]["train_wall"]
                 row["train_cpu"] = spent[r["run"]]["train_cpu"]
             rows.append(row)
-        print_tradeoff(rows, console)
+        if not self.quiet:
+            print_tradeoff(rows, console)
         minutes = (time.time() - t0) / 60
         md = report(rows, cfgs, spent, minutes=minutes,
                     plot=Path(doc).parent / "img" / "mitigations.png",

@@ -56,7 +56,7 @@ class OverMemorization(Experiment):
         return plan
 
     def configs(self, out: Path) -> dict:
-        from finemem.config import parse_config, set_path
+        from finemem.config import set_path
 
         plan = self.plan()
         base = get_experiment(plan.get("base", "demo"))
@@ -66,7 +66,7 @@ class OverMemorization(Experiment):
             raw["run_dir"] = str(Path(out) / name)
             for key, value in {**(plan.get("common") or {}), **(overrides or {})}.items():
                 set_path(raw, key, value)
-            cfgs[name] = parse_config(raw, source=f"{self.settings_source}: runs.{name}")
+            cfgs[name] = self.parse_run(raw, source=f"{self.settings_source}: runs.{name}")
         return cfgs
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,
@@ -85,23 +85,23 @@ class OverMemorization(Experiment):
         for name, cfg in cfgs.items():
             console.rule(f"{name}: {cfg.training.method} lr={cfg.training.lr:g} "
                          f"loss={cfg.training.loss}")
-            train(cfg)
+            train(cfg, progress=self.progress)
             if name == plan["roles"].get("merge"):
-                merge_recommended_and_final(Path(cfg.run_dir))
-            audit_run(cfg.run_dir)
+                merge_recommended_and_final(Path(cfg.run_dir), progress=self.progress)
+            audit_run(cfg.run_dir, progress=self.progress)
             summaries[name] = summarize(cfg.run_dir)
         minutes = (time.time() - t0) / 60
         write_replication(doc, summaries, cfgs, plan["roles"], minutes=minutes)
         console.print(f"wrote {doc} ({minutes:.1f} min)")
 
 
-def merge_recommended_and_final(run_dir: Path) -> Path:
+def merge_recommended_and_final(run_dir: Path, *, progress: bool = True) -> Path:
     """Merge the recommended checkpoint with the final one (alpha 1/2, as in the paper's
     two-point average). The recommendation needs the trajectory audited first."""
     from finemem.audit import audit_run, summarize
     from finemem.models.merging import merge_run_checkpoints
 
-    audit_run(run_dir)
+    audit_run(run_dir, progress=progress)
     s = summarize(run_dir)
     last = s.rows[-1].name
     done = sorted((run_dir / "merges").glob(f"merge-step-*-{last}-a0.5"))

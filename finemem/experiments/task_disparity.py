@@ -46,14 +46,12 @@ class TaskDisparity(Experiment):
         return plan
 
     def configs(self, out: Path) -> dict:
-        from finemem.config import parse_config
-
         plan = self.plan()
         cfgs = {}
         for task in plan["tasks"]:
             raw = _fill(copy.deepcopy(plan["run"]), task)
             raw["run_dir"] = str(Path(out) / task)
-            cfgs[task] = parse_config(raw, source=f"{self.settings_source}: run ({task})")
+            cfgs[task] = self.parse_run(raw, source=f"{self.settings_source}: run ({task})")
         return cfgs
 
     def run(self, out: Path, *, doc: Path = Path("docs/REPLICATION.md"), console=None,
@@ -69,8 +67,8 @@ class TaskDisparity(Experiment):
         plan, cfgs = self.plan(), self.configs(out)
         for task, cfg in cfgs.items():
             console.rule(f"{task}: train and audit (extraction, attention)")
-            train(cfg)
-            audit_run(cfg.run_dir, probes=["extraction", "attention"])
+            train(cfg, progress=self.progress)
+            audit_run(cfg.run_dir, probes=["extraction", "attention"], progress=self.progress)
         minutes = (time.time() - t0) / 60
         md = report(cfgs, plan, minutes=minutes, plot=Path(doc).parent / "img" /
                     "task_disparity.png")

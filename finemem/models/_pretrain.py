@@ -11,15 +11,19 @@ from pathlib import Path
 from finemem.models.base import BOS, EOS, PAD
 
 
-def build(spec: dict, out: Path, *, progress: bool = True) -> dict:
-    """Build corpus, tokenizer and model from `spec` (see base.build_spec) into `out`."""
+def build(spec: dict, out: Path, *, progress: bool = True, device: str = "auto") -> dict:
+    """Build corpus, tokenizer and model from `spec` (see base.build_spec) into `out`,
+    pretraining on `device`."""
     import torch
 
+    from finemem.models.load import pick_device
+
+    dev = pick_device(device)
     size = spec["size"]
     texts, counts = corpus(spec)
     tok = train_tokenizer(texts, vocab=size["vocab"])
-    model = make_model(size, tok)
-    blocks = pack(texts, tok, ctx=size["ctx"])  # (n_blocks, ctx)
+    model = make_model(size, tok).to(dev)
+    blocks = pack(texts, tok, ctx=size["ctx"]).to(dev)  # (n_blocks, ctx)
     losses = pretrain(model, blocks, size, seed=spec["seeds"]["model"], progress=progress)
     model.save_pretrained(out)
     tok.save_pretrained(out)
@@ -28,7 +32,7 @@ def build(spec: dict, out: Path, *, progress: bool = True) -> dict:
     return {"n_params": sum(p.numel() for p in model.parameters()),
             "corpus_texts": counts, "corpus_tokens": int(blocks.numel()),
             "final_loss": round(sum(losses[-20:]) / max(1, len(losses[-20:])), 4),
-            "torch": torch.__version__}
+            "torch": torch.__version__, "device": dev.type}
 
 
 def corpus(spec: dict) -> tuple[list[str], dict[str, int]]:

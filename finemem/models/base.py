@@ -59,7 +59,8 @@ BUILDER = ".builder"  # "<host> <pid>" of the process building into a temp folde
 CORPUS_SAMPLE = 300  # texts per task hashed into the cache key
 
 
-def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path:
+def build_base(size: str, *, force: bool = False, progress: bool = True,
+               device: str | None = None, overrides: dict | None = None) -> Path:
     """Build (or reuse) the built-in base model of the given size; return its HF folder.
 
     Parameters
@@ -67,13 +68,15 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
     size : {"test", "tiny", "small", "base"}
     force : rebuild even when a cached folder exists.
     progress : show rich progress bars.
+    device : where to pretrain (`finemem.models.load.pick_device`; default auto). Not part of
+        the cache key: like the thread count, it changes the weights in the last bits only.
+    overrides : keys of the size's spec (SIZES) set to other values, e.g. {"steps": 600}; such
+        a base has its own hash and folder, which `model:` then names (builtin:SIZE stays the
+        shipped spec).
     """
-    check_size(size)
-    spec = build_spec(size)
-    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    root = finemem_home() / "base"
-    final = root / f"{size}-{digest}"
-    if final.is_dir() and (final / "finemem_base.json").exists() and not force:
+    spec, final = _spec_and_folder(size, overrides)
+    digest, root = final.name.rsplit("-", 1)[1], final.parent
+    if is_built(final) and not force:
         return final
     root.mkdir(parents=True, exist_ok=True)
     _remove_dead_builds(root)
@@ -86,7 +89,7 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
             t0 = time.time()
             from finemem.models import _pretrain
 
-            info = _pretrain.build(spec, tmp, progress=progress)
+            info = _pretrain.build(spec, tmp, progress=progress, device=device or "auto")
             info.update(size=size, hash=digest, spec=spec,
                         build_seconds=round(time.time() - t0, 1))
             (tmp / "finemem_base.json").write_text(json.dumps(info, indent=2))
@@ -96,6 +99,24 @@ def build_base(size: str, *, force: bool = False, progress: bool = True) -> Path
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
     return final
+
+
+def built_base(size: str) -> Path | None:
+    """The cached folder of builtin:SIZE when it is built (or installed), else None."""
+    final = _spec_and_folder(size, None)[1]
+    return final if is_built(final) else None
+
+
+def is_built(folder: Path) -> bool:
+    return folder.is_dir() and (folder / "finemem_base.json").exists()
+
+
+def _spec_and_folder(size: str, overrides: dict | None) -> tuple[dict, Path]:
+    """The build spec and the cache folder it names, finemem_home()/base/<size>-<hash12>."""
+    check_size(size)
+    spec = build_spec(size, overrides)
+    digest = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return spec, finemem_home() / "base" / f"{size}-{digest}"
 
 
 def _remove_dead_builds(root: Path) -> None:
@@ -114,10 +135,12 @@ def _remove_dead_builds(root: Path) -> None:
             pass  # no or unreadable BUILDER file, or a pid we may not signal: leave it
 
 
-def build_spec(size: str) -> dict:
-    """Everything a base model is built from; its hash names the cache folder."""
+def build_spec(size: str, overrides: dict | None = None) -> dict:
+    """Everything a base model is built from; its hash names the cache folder. `overrides`:
+    keys of SIZES[size] set to other numbers."""
     from finemem.data.tasks import get_task, task_names
 
+    dims = _override(size, overrides or {})
     tasks, sample = {}, hashlib.sha256()
     for name in task_names():
         task = get_task(name)
@@ -132,12 +155,29 @@ def build_spec(size: str) -> dict:
         except NotImplementedError:
             texts = []
         sample.update(name.encode() + b"\0" + "\0".join(texts).encode() + b"\1")
-    return {"size": dict(SIZES[size]),
+    return {"size": dims,
             "corpus": {"version": CORPUS_VERSION, "tasks": tasks,
                        "sample_sha": sample.hexdigest()[:16]},
             "seeds": dict(SEEDS), "build_version": BUILD_VERSION,
-            "tokenizer": {"kind": "byte-level-bpe", "vocab": SIZES[size]["vocab"],
+            "tokenizer": {"kind": "byte-level-bpe", "vocab": dims["vocab"],
                           "special": [BOS, EOS, PAD], "numbers": "0-99 forced single tokens"}}
+
+
+def _override(size: str, overrides: dict) -> dict:
+    """SIZES[size] with `overrides` set; an unknown key or a value of another kind than the
+    spec's (a whole number for `steps`) is refused."""
+    dims = dict(SIZES[size])
+    for key, value in overrides.items():
+        if key not in dims:
+            raise UserError(f"'{key}' is not a key of a base build; keys: {', '.join(dims)}",
+                            field="--set")
+        kind = type(dims[key])
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+                (kind is int and not float(value).is_integer()):
+            raise UserError(f"{key} takes a {'whole ' if kind is int else ''}number, e.g. "
+                            f"{key}={dims[key]}; got {value!r}", field="--set")
+        dims[key] = kind(value)
+    return dims
 
 
 def check_size(size: str, *, field: str = "size") -> str:

@@ -82,10 +82,16 @@ def check_sums_against(src: Path, dest: Path) -> str | None:
 
 def ship(size: str) -> Path:
     """Write the cached base of `size` (built if missing) into the package as its shipped
-    weights with SHA256SUMS; older shipped folders of that size are removed."""
-    from finemem.models.base import build_base
+    weights with SHA256SUMS; older shipped folders of that size are removed. It must be
+    built first (`finemem base build --size SIZE --force`): shipping does not pretrain."""
+    from finemem.models.base import built_base
 
-    built = build_base(size)
+    built = built_base(size)
+    if built is None:
+        from finemem.errors import UserError
+
+        raise UserError(f"builtin:{size} is not built in this FINEMEM_HOME; build it first: "
+                        f"finemem base build --size {size} --force", field="--size")
     dest = SHIPPED / built.name
     for old in SHIPPED.glob(f"{size}-*"):
         shutil.rmtree(old)
