@@ -20,8 +20,9 @@ def test_import_contracts_hold():
 
 
 def test_no_cycle_between_packages():
-    """No two packages import each other, but for the one listed exception (config reads the
-    probe registry to validate audit sections)."""
+    """No two packages import each other, but for the two listed exceptions (config reads the
+    probe registry to validate audit sections; the SPV-MIA reference is fine-tuned by the
+    train package)."""
     import grimp
 
     g = grimp.build_graph("finemem")
@@ -29,4 +30,5 @@ def test_no_cycle_between_packages():
     edges = {(top(m), top(i)) for m in g.modules for i in g.find_modules_directly_imported_by(m)
              if top(m) != top(i) and top(m) != "finemem" and top(i) != "finemem"}
     cycles = {tuple(sorted(e)) for e in edges if (e[1], e[0]) in edges}
-    assert cycles == {("finemem.audit", "finemem.config")}, cycles
+    assert cycles == {("finemem.audit", "finemem.config"), ("finemem.audit", "finemem.train")}, \
+        cycles
