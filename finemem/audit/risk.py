@@ -13,7 +13,8 @@ Columns (absent probes leave theirs empty): record, times_seen; per attack `pct_
 `fpr_at_score` of the chosen attack at the record's own score (the share of members / of
 non-members that score at least as member-like: a low FPR means the record is singled out);
 extraction_category (the extraction probe's, against its own training text);
-secrets_found / secrets_greedy / secrets_sampled and the extracted types (the secrets probe);
+secrets_found / secrets_greedy / secrets_sampled / secrets_reconstructed (mid-text secrets
+ranked first in the whole record) and the extracted types (the secrets probe);
 exact_extractable; first_extractable_epoch (the first checkpoint whose greedy continuation
 reproduced the record); first_secret_epoch; first_below_band_epoch (the first checkpoint where
 its loss fell below the non-members' 5% quantile: `attacks.trajectory.first_below_band`);
@@ -154,6 +155,9 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
                 row["secrets_found"] = row.get("secrets_found", 0) + 1
                 row["secrets_greedy"] = row.get("secrets_greedy", 0) + int(r["greedy"])
                 row["secrets_sampled"] = row.get("secrets_sampled", 0) + int(r["sampled"])
+                if r.get("reconstructed") is not None:
+                    row["secrets_reconstructed"] = (row.get("secrets_reconstructed", 0)
+                                                    + int(r["reconstructed"]))
                 row["max_exposure_bits"] = round(max(row.get("max_exposure_bits", 0.0),
                                                      r["exposure"]), 2)
                 if r["greedy"] or r["sampled"]:
@@ -179,7 +183,7 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
 
 
 COLUMNS_FIRST = ["record", "times_seen", "secrets_found", "secrets_greedy", "secrets_sampled",
-                 "extracted_types", "max_exposure_bits", "extraction_category",
+                 "secrets_reconstructed", "extracted_types", "max_exposure_bits", "extraction_category",
                  "exact_extractable", "first_extractable_epoch", "first_secret_epoch",
                  "first_below_band_epoch", "tpr_at_score", "fpr_at_score"]
 
