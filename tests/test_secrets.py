@@ -269,3 +269,52 @@ def test_reconstruction_hand_computed():
     got = probe._reconstruct(Ctx(), None, None)
     assert got == {0: True, 1: False}                     # r3's code ends its text
     assert ("r1#6~r", "Q1: code 123456 se") in seen and ("r2#6~r0", "Q2: code 777777 se") in seen
+
+
+def _presidio_or_skip():
+    from finemem.data.presidio import presidio_installed
+
+    if not presidio_installed():
+        pytest.skip("Presidio's analyzer is not installed (the optional extra: "
+                    "pip install 'finemem[pii]')")
+
+
+def test_presidio_detector_finds_offline_and_merges_with_finemems(tmp_path, monkeypatch):
+    """Presidio's pattern recognizers with a blank spaCy pipeline saved to FINEMEM_HOME (no
+    model, no network); `both` keeps finemem's finds and adds Presidio's; a declared field
+    comes first either way."""
+    _presidio_or_skip()
+    import socket
+
+    from finemem.data import presidio
+
+    monkeypatch.setenv("FINEMEM_HOME", str(tmp_path))
+    presidio._engine.cache_clear()
+
+    def no_network(*a, **k):
+        raise OSError("no network in this test")
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    text = ("Card 4539 1488 0343 6467, mail ada.l@x.org, IBAN GB82 WEST 1234 5698 7654 32, "
+            "ref AC-991. SSN 078-05-1120.")
+    got = {(s.type, s.text) for s in find_secrets(text, detector="presidio")}
+    assert {("card", "4539 1488 0343 6467"), ("email", "ada.l@x.org"),
+            ("iban", "GB82 WEST 1234 5698 7654 32")} <= got
+    assert (tmp_path / "presidio" / "blank-en" / "config.cfg").is_file()
+    both = find_secrets(text, fields={"account": "AC-991"}, detector="both")
+    kinds = {(s.type, s.text) for s in both}
+    assert ("account", "AC-991") in kinds and ("email", "ada.l@x.org") in kinds
+    builtin = {(s.type, s.text) for s in find_secrets(text)}
+    assert builtin <= kinds | {("account", "AC-991")}    # finemem's own finds are all kept
+    spans = sorted((s.start, s.end) for s in both)
+    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))   # no overlap
+    presidio._engine.cache_clear()
+
+
+def test_presidio_detector_without_the_extra_is_one_clear_line(monkeypatch):
+    from finemem.audit.probes.secrets import Secrets, SecretsConfig
+    from finemem.data import presidio
+    from finemem.errors import UserError
+
+    monkeypatch.setattr(presidio, "presidio_installed", lambda: False)
+    with pytest.raises(UserError, match=r"pip install 'finemem\[pii\]'"):
+        Secrets(SecretsConfig(detector="presidio")).prepare(None)

@@ -16,13 +16,15 @@ base model as step 0 (what it knew before):
   completion up to the secret, the secret or candidate, then up to `suffix_tokens` tokens of
   what follows); reconstructed when the true one has the lowest NLL; a rate per type.
 Secrets are found by finemem's patterns, the declared `fields` (an example's meta value
-found verbatim) and `patterns` (`finemem.data.secrets.find_secrets`). Per secret, its record,
+found verbatim) and `patterns` (`finemem.data.secrets.find_secrets`), and with `detector:
+presidio` or `both` by Presidio's pattern recognizers (the optional extra `finemem[pii]`). Per secret, its record,
 type, span and outcomes are stored (`finemem risk` reads them); the secret's text is not.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -43,6 +45,9 @@ class SecretsConfig(Section):
                                               "verbatim in the completion)")
     patterns: dict[str, str] = Field({}, description="type -> regex of further secrets")
     types: list[str] = Field(list(PATTERNS), description="finemem's own patterns to use")
+    detector: Literal["builtin", "presidio", "both"] = Field(
+        "builtin", description="who finds secrets besides fields and patterns: finemem's own "
+        "patterns, Presidio's pattern recognizers (pip install 'finemem[pii]'), or both")
     samples: int = Field(8, ge=0, description="sampled tries per secret (0: none)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     candidates: int = Field(100, ge=1, description="format-matched candidates per secret")
@@ -96,6 +101,13 @@ class Secrets(Probe):
             except re.error as e:
                 raise UserError(f"pattern '{k}' is not a regex: {e}",
                                 field=f"audit.secrets.patterns.{k}") from None
+        if c.detector != "builtin":
+            from finemem.data.presidio import presidio_installed
+
+            if not presidio_installed():
+                raise UserError(f"detector '{c.detector}' needs Presidio's analyzer: pip "
+                                "install 'finemem[pii]', or use detector: builtin",
+                                field="audit.secrets.detector")
         mem = [e for e, _ in ctx.members(n=c.members, seed=c.seed)]
         held = ctx.nonmembers(n=c.heldout, seed=c.seed, members=mem)
         tok = ctx.tokenizer
@@ -104,7 +116,7 @@ class Secrets(Probe):
             for ex in exs:
                 fields = {f: str(ex.meta[f]) for f in c.fields if ex.meta.get(f)}
                 for s in find_secrets(ex.completion, fields=fields, patterns=c.patterns,
-                                      types=c.types):
+                                      types=c.types, detector=c.detector):
                     it = Item(ex, s, group, tok, c.suffix_tokens)
                     if it.target:
                         self.items.append(it)
