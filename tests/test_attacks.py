@@ -266,3 +266,25 @@ def test_spv_runs_from_the_membership_probe_and_reuses_its_reference(tmp_path):
     assert r.exit_code == 0, r.output
     assert sorted((run / "references").iterdir()) == refs
     assert stamp() == before
+
+
+def test_spv_refuses_to_prompt_with_the_scored_nonmembers():
+    """With no non-member left over beyond those scored, spv would train its reference on
+    the scored non-members' prompts: refused with what to change."""
+    from finemem.audit.probes.membership import Membership, MembershipConfig
+    from finemem.data.example import Example
+
+    class Ctx:
+        class cfg:
+            class data:
+                loss_on = "completion"
+
+        def members(self, n, seed):
+            return [(Example("q", f"m{i}", id=f"m{i}"), 1) for i in range(4)]
+
+        def nonmembers(self, n, seed, members):
+            return [Example("q", f"n{i}", id=f"n{i}") for i in range(3)]
+
+    probe = Membership(MembershipConfig(attacks=["loss", "spv"], nonmembers=3, fprs=[]))
+    with pytest.raises(UserError, match="spv attack prompts the model with non-members"):
+        probe.prepare(Ctx())

@@ -103,7 +103,15 @@ class Membership(Probe):
             # the non-members' own tokens)
             scored = {str(e.id) for e in self.non} | {str(e.id) for e in self.prefix}
             every = ctx.nonmembers(n=None, seed=c.seed, members=self.mem)
-            self.pool = [e for e in every if str(e.id) not in scored] or list(self.non)
+            unscored = [e for e in every if str(e.id) not in scored]
+            if "self_reference" in need and not unscored:
+                # prompting with the scored non-members would fit the reference to them
+                raise UserError("the spv attack prompts the model with non-members that are "
+                                "not scored, and the pool has none beyond the "
+                                f"{len(self.non)} scored: lower audit.membership.nonmembers "
+                                "or give a larger audit.nonmembers / test set",
+                                field="audit.membership.attacks")
+            self.pool = unscored or list(self.non)
         self.loss_on = ctx.cfg.data.loss_on
         self.refused = refused_fprs(c.fprs, len(self.non))
         if self.refused:
