@@ -3,8 +3,9 @@ self-calibrated reference of SPV-MIA, `finemem.audit.attacks.spv`), by finemem's
 path (`finemem.train.train`) into a run folder of its own inside the audited run
 (`RunFolder.reference_dir`), so a rerun finds it trained and reuses it.
 
-Usage (through the audit context):
-    rref = fine_tune_reference(run_dir, cfg, texts, steps=20, lr=None, key_parts=[ref.content_hash])
+Usage (the audit context's `self_reference_scores` calls it):
+    rref, folder = fine_tune_reference(run_dir, cfg, texts, steps=20, lr=None, seed=0,
+                                       key_parts=[ref.content_hash])   # CheckpointRef, Path
 """
 
 from __future__ import annotations
