@@ -94,7 +94,15 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
         rows = {str(e.id): {"record": str(e.id), "times_seen": t} for e, t in mem}
         text = {str(e.id): e.prompt + e.completion for e, _ in mem}
         # the declared secret fields (and a task's own, e.g. builtin:records) are masked too
-        declared = list(getattr(getattr(cfg.audit, "secrets", None), "fields", None) or [])
+        sec_cfg = getattr(cfg.audit, "secrets", None)
+        declared = list(getattr(sec_cfg, "fields", None) or [])
+        # what the probe was told to find is masked too: its regexes, and Presidio's finds
+        # on top of finemem's patterns when the run asked for them
+        from finemem.data.presidio import presidio_installed
+
+        presidio = getattr(sec_cfg, "detector", "builtin") != "builtin" and presidio_installed()
+        mask_kw = {"patterns": dict(getattr(sec_cfg, "patterns", None) or {}),
+                   "detector": "both" if presidio else "builtin"}
         fields = {str(e.id): {**{f: str(e.meta[f]) for f in declared if e.meta.get(f)},
                               **{k: str(v) for k, v in
                                  (e.meta.get("secrets") or {}).items()}}
@@ -171,7 +179,8 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
             notes.append(f"secrets: {len(sec)} probed at {ck.name}")
         for i, row in rows.items():
             t = text[i]
-            row["preview"] = t if show_secrets else mask_secrets(t, fields=fields[i])
+            row["preview"] = t if show_secrets else mask_secrets(t, fields=fields[i],
+                                                                      **mask_kw)
             if "extracted_types" in row:
                 row["extracted_types"] = ",".join(row["extracted_types"])
     key = f"pct_{attack}"

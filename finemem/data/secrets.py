@@ -194,7 +194,7 @@ def candidates(secret: Secret, *, m: int, seed) -> list[str]:
 
 
 def mask_secrets(text: str, *, fields: dict[str, str] | None = None,
-                 patterns: dict[str, str] | None = None) -> str:
+                 patterns: dict[str, str] | None = None, detector: str = "builtin") -> str:
     """`text` with every secret `find_secrets` finds replaced by its type in brackets: what
     finemem writes when it quotes training text (unless the user asks for the secrets).
 
@@ -202,7 +202,7 @@ def mask_secrets(text: str, *, fields: dict[str, str] | None = None,
     'Mail [email], card [card].'
     """
     out, last = [], 0
-    for s in find_secrets(text or "", fields=fields, patterns=patterns):
+    for s in find_secrets(text or "", fields=fields, patterns=patterns, detector=detector):
         out += [text[last:s.start], f"[{s.type}]"]
         last = s.end
     return "".join(out) + (text or "")[last:]
