@@ -186,3 +186,105 @@ def test_recommend_and_the_membership_table_say_when_the_split_is_shifted():
     note = blind_shift_note([Row(0.50), Row(0.80)])
     assert "members and non-members differ in distribution" in note and "0.80" in note
     assert blind_shift_note([Row(0.54), Row(None)]) is None
+
+
+def test_spv_hand_computed():
+    from finemem.audit.attacks.spv import spv_score
+
+    # mean log p: ln(.5) and ln(.25) under the model, ln(.25) and ln(.5) under the reference
+    got = spv_score([np.log([0.5, 0.5]), np.log([0.25])], [np.log([0.25, 0.25]), np.log([0.5])])
+    assert got.tolist() == pytest.approx([math.log(2), -math.log(2)])
+    inp = A.AttackInputs([TS([-1.0, -3.0]), TS([-0.5])], ["a", "b"], np.array([1]),
+                         provide={"self_reference": lambda: [TS([-2.5, -2.5]), TS([-1.0])]})
+    assert A.get_attack("spv").fn(inp).tolist() == pytest.approx([0.5, 0.5])
+
+
+def test_spv_reference_config_keeps_base_and_method_and_trains_briefly(tmp_path):
+    from finemem.audit.selfref import reference_config, reference_key
+    from finemem.config import RunConfig
+    from finemem.data.example import Example
+
+    cfg = RunConfig.model_validate({
+        "run_dir": str(tmp_path / "run"), "model": "builtin:test",
+        "data": {"train": {"source": "builtin:arith", "n": 8}, "canaries": {"tiers": [1]},
+                 "eval": {"test": {"source": "builtin:arith", "split": "test", "n": 8}}},
+        "training": {"method": "lora", "lr": 1e-3, "batch_size": 16, "save_every": "epoch"}})
+    sub = reference_config(cfg, tmp_path / "ref", tmp_path / "ref" / "t.jsonl", steps=3,
+                           lr=None, n=5, seed=0)
+    assert sub.model == cfg.model and sub.training.method == "lora"
+    assert sub.training.max_steps == 3 and sub.training.save_every == 3
+    assert sub.training.batch_size == 5 and sub.training.lr == 1e-3
+    assert sub.data.canaries is None and sub.data.eval == {} and sub.data.format == "plain"
+    t = [Example("q", "a", id="1")]
+    assert reference_key(t, {"s": 1}, ["h1"]) == reference_key(t, {"s": 1}, ["h1"])
+    assert reference_key(t, {"s": 1}, ["h1"]) != reference_key(t, {"s": 1}, ["h2"])
+
+
+@pytest.mark.integration
+def test_spv_runs_from_the_membership_probe_and_reuses_its_reference(tmp_path):
+    """`spv` on a tiny run: one reference per audited checkpoint is fine-tuned by finemem's
+    train path into RUN_DIR/references/, its AUC stored; a rerun trains nothing new."""
+    import torch
+    import yaml
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+    from finemem.store import Store
+
+    torch.set_num_threads(1)
+    cfg = {"run_dir": str(tmp_path / "run"), "model": "builtin:test",
+           "data": {"train": {"source": "builtin:arith", "split": "train", "n": 24},
+                    "eval": {"test": {"source": "builtin:arith", "split": "test", "n": 40}}},
+           "training": {"epochs": 1, "lr": 3e-3, "batch_size": 16},
+           "audit": {"membership": {"members": 24, "nonmembers": 30, "n_boot": 100,
+                                    "fprs": [0.1], "attacks": ["loss", "spv"],
+                                    "spv_prompts": 6, "spv_new_tokens": 12,
+                                    "spv_steps": 2}}}
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    runner = CliRunner()
+    r = runner.invoke(app, ["train", "--config", str(path), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    run = tmp_path / "run"
+    r = runner.invoke(app, ["audit", str(run), "--probes", "membership", "--quiet"])
+    assert r.exit_code == 0, r.output
+    refs = sorted((run / "references").iterdir())
+    assert len(refs) == 2                                  # the base and the one epoch
+    for d in refs:                                         # 6 texts, one checkpoint at step 2
+        assert len((d / "texts.jsonl").read_text().splitlines()) == 6
+        assert [p.name for p in (d / "run" / "checkpoints").iterdir()] == ["step-000002"]
+    with Store(run / "results.sqlite") as s:
+        auc = [x.as_dict() for x in s.metrics(split="membership")
+               if x.name == "membership_auc" and x.as_dict()["settings"]["attack"] == "spv"]
+    assert len(auc) == 2 and all(0 <= x["value"] <= 1 for x in auc)
+    def stamp():  # the reference's weights, untouched when it is reused
+        return {f: f.stat().st_mtime_ns for d in refs
+                for f in (d / "run" / "checkpoints" / "step-000002").iterdir()}
+    before = stamp()
+    r = runner.invoke(app, ["audit", str(run), "--probes", "membership", "--quiet",
+                            "--set", "audit.membership.n_boot=101"])
+    assert r.exit_code == 0, r.output
+    assert sorted((run / "references").iterdir()) == refs
+    assert stamp() == before
+
+
+def test_spv_refuses_to_prompt_with_the_scored_nonmembers():
+    """With no non-member left over beyond those scored, spv would train its reference on
+    the scored non-members' prompts: refused with what to change."""
+    from finemem.audit.probes.membership import Membership, MembershipConfig
+    from finemem.data.example import Example
+
+    class Ctx:
+        class cfg:
+            class data:
+                loss_on = "completion"
+
+        def members(self, n, seed):
+            return [(Example("q", f"m{i}", id=f"m{i}"), 1) for i in range(4)]
+
+        def nonmembers(self, n, seed, members):
+            return [Example("q", f"n{i}", id=f"n{i}") for i in range(3)]
+
+    probe = Membership(MembershipConfig(attacks=["loss", "spv"], nonmembers=3, fprs=[]))
+    with pytest.raises(UserError, match="spv attack prompts the model with non-members"):
+        probe.prepare(Ctx())

@@ -132,6 +132,15 @@ def test_secrets_probe_prints_and_stores_rates_per_type(records_run):
     assert {"all", "email", "phone"} <= types
     expo = [r for r in rows if r["name"] == "secret_exposure"]
     assert expo and all(0 <= r["value"] <= 2.6 for r in expo)   # log2(5 + 1) at most
+    # reconstruction: mid-text secrets (every record's text goes on after its email) per
+    # type, members and held-out, each a rate with n and an interval
+    rec = [r for r in rows if r["name"] == "secret_reconstruction_rate"]
+    assert {(r["checkpoint"], r["settings"]["group"]) for r in rec} == {
+        (c, g) for c in cks for g in ("members", "heldout")} and "email" in {
+        r["settings"]["type"] for r in rec}
+    for r in rec:
+        assert r["n"] > 0 and r["lo"] - 1e-9 <= r["value"] <= r["hi"] + 1e-9
+    assert "members reconstructed" in out and "from the whole record" in out
 
 
 @pytest.mark.integration
@@ -151,6 +160,7 @@ def test_risk_register_exports_and_masks(records_run, tmp_path):
     assert "Records most at risk" in r.output and not any(m in r.output for m in emails)
     df = pd.read_csv(tmp_path / "r.csv")
     assert len(df) == 16 and {"record", "times_seen", "secrets_found", "pct_loss",
+                              "secrets_reconstructed",
                               "fpr_at_score", "preview"} <= set(df.columns)
     assert df["preview"].str.contains(r"\[email\]").all()
     for suffix in ("parquet", "json"):
@@ -203,3 +213,108 @@ def test_secrets_on_a_user_jsonl_with_declared_fields(tmp_path):
     rates = [r for r in _rows(run, "secrets") if r["name"] == "secret_extraction_rate"]
     assert {r["settings"]["type"] for r in rates} == {"all", "account"}
     assert {r["n"] for r in rates} == {12}
+
+
+class _CharTok:  # one token per character: hand-checkable targets
+    bos_token_id = None
+
+    def __call__(self, text, add_special_tokens=False):
+        return {"input_ids": [ord(ch) for ch in text]}
+
+    def decode(self, ids):
+        return "".join(chr(i) for i in ids)
+
+
+class _Scored:
+    def __init__(self, nll):
+        self.nll_sum = nll
+
+
+def test_reconstruction_hand_computed():
+    """A stand-in model that knows one record's text: the true code, scored with the text
+    after it, ranks first; for a record whose text it learned with another code, it does not;
+    a secret at the end of its text is not reconstructed (no suffix)."""
+    from finemem.audit.probes.secrets import Item, Secrets, SecretsConfig
+    from finemem.data.example import Example
+
+    tok = _CharTok()
+    known = {"r1": "Q1: code 123456 sent.", "r2": "Q2: code 777777 sent."}  # what it learned
+    exs = [Example("Q1:", " code 123456 sent.", id="r1"),
+           Example("Q2:", " code 222222 sent.", id="r2"),
+           Example("Q3:", " code 333333", id="r3")]
+    probe = Secrets(SecretsConfig(suffix_tokens=3))
+    probe.items = [Item(e, Secret("digits", 6, 12, e.completion[6:12]), "members", tok, 3)
+                   for e in exs]
+    probe.cands = {"r1#6": ["654321", "123450"], "r2#6": ["777777", "999999"],
+                   "r3#6": ["000000"]}
+    seen = []
+
+    class Ctx:
+        tokenizer = tok
+
+        def phase(self, what):
+            pass
+
+        def score_tokens(self, ref, model, ids, pairs, setting):
+            out = []
+            for i, (context, target) in zip(ids, pairs):
+                text, want = tok.decode(context + target), known.get(i.split("#")[0], "")
+                seen.append((i, text))
+                # NLL: one nat per character that differs from the learned text
+                out.append(_Scored(sum(a != b for a, b in zip(text, want))
+                                   + abs(len(text) - len(want))))
+            return out
+
+    assert probe.items[0].suffix == " se" and probe.items[2].suffix == ""
+    got = probe._reconstruct(Ctx(), None, None)
+    assert got == {0: True, 1: False}                     # r3's code ends its text
+    assert ("r1#6~r", "Q1: code 123456 se") in seen and ("r2#6~r0", "Q2: code 777777 se") in seen
+
+
+def _presidio_or_skip():
+    from finemem.data.presidio import presidio_installed
+
+    if not presidio_installed():
+        pytest.skip("Presidio's analyzer is not installed (the optional extra: "
+                    "pip install 'finemem[pii]')")
+
+
+def test_presidio_detector_finds_offline_and_merges_with_finemems(tmp_path, monkeypatch):
+    """Presidio's pattern recognizers with a blank spaCy pipeline saved to FINEMEM_HOME (no
+    model, no network); `both` keeps finemem's finds and adds Presidio's; a declared field
+    comes first either way."""
+    _presidio_or_skip()
+    import socket
+
+    from finemem.data import presidio
+
+    monkeypatch.setenv("FINEMEM_HOME", str(tmp_path))
+    presidio._engine.cache_clear()
+
+    def no_network(*a, **k):
+        raise OSError("no network in this test")
+    monkeypatch.setattr(socket, "getaddrinfo", no_network)
+    text = ("Card 4539 1488 0343 6467, mail ada.l@x.org, IBAN GB82 WEST 1234 5698 7654 32, "
+            "ref AC-991. SSN 078-05-1120.")
+    got = {(s.type, s.text) for s in find_secrets(text, detector="presidio")}
+    assert {("card", "4539 1488 0343 6467"), ("email", "ada.l@x.org"),
+            ("iban", "GB82 WEST 1234 5698 7654 32")} <= got
+    assert (tmp_path / "presidio" / "blank-en" / "config.cfg").is_file()
+    both = find_secrets(text, fields={"account": "AC-991"}, detector="both")
+    kinds = {(s.type, s.text) for s in both}
+    assert ("account", "AC-991") in kinds and ("email", "ada.l@x.org") in kinds
+    builtin = {(s.type, s.text) for s in find_secrets(text)}
+    assert builtin <= kinds | {("account", "AC-991")}    # finemem's own finds are all kept
+    spans = sorted((s.start, s.end) for s in both)
+    assert all(b <= c for (_, b), (c, _) in zip(spans, spans[1:]))   # no overlap
+    presidio._engine.cache_clear()
+
+
+def test_presidio_detector_without_the_extra_is_one_clear_line(monkeypatch):
+    from finemem.audit.probes.secrets import Secrets, SecretsConfig
+    from finemem.data import presidio
+    from finemem.errors import UserError
+
+    monkeypatch.setattr(presidio, "presidio_installed", lambda: False)
+    with pytest.raises(UserError, match=r"pip install 'finemem\[pii\]'"):
+        Secrets(SecretsConfig(detector="presidio")).prepare(None)

@@ -5,6 +5,8 @@ Usage (inside a probe):
     gens = ctx.generate(ref, model, examples, max_new_tokens=64)           # greedy, cached
     stats = ctx.attention(ref, model, ids, pairs, prompt_lens=lens, setting="extract:32:32")
     base = ctx.base_scores(ref, model, examples, loss_on="completion")    # the base model's
+    own = ctx.self_reference_scores(ref, model, examples, prompts=pool, loss_on="completion",
+                                    max_new_tokens=48, steps=20)     # SPV-MIA's reference
     mem = ctx.members(n=200, seed=0)             # [(Example, times)], the training data read once
     ctx.put(ref, "test", "perplexity", 3.2, n=300, lo=3.1, hi=3.3)
     ctx.put(ref, "test", "distinct_fraction", 0.9, n=40, settings={"k": 8, "first_line": False})
@@ -188,16 +190,41 @@ class AuditContext:
         base = self.base_ref()
         if ref.content_hash == base.content_hash:
             return self.score(ref, model, examples, loss_on=loss_on)
+        return self._scores_of(self.run_dir, base, examples, loss_on=loss_on)
+
+    def self_reference_scores(self, ref, model, examples: list[Example], *,
+                              prompts: list[Example], loss_on: str, max_new_tokens: int,
+                              steps: int, lr: float | None = None, seed: int = 0) -> list:
+        """The scores of `examples` under a reference model fine-tuned on what the audited
+        model (`ref`, `model`) writes after each of `prompts` (one seeded sample each, cached
+        like every generation): SPV-MIA's self-calibrated reference. The reference is trained
+        by finemem's training path into RUN_DIR/references/<key>/ (`finemem.audit.selfref`),
+        `steps` optimizer steps from the run's base with the run's method, and reused by a
+        rerun."""
+        from finemem.audit.selfref import fine_tune_reference
+
+        gens = self.generate(ref, model, prompts, max_new_tokens=max_new_tokens, n=1,
+                             do_sample=True)
+        texts = [Example(prompt=p.prompt, completion=g[0].text, id=f"self-{p.id}")
+                 for p, g in zip(prompts, gens)]
+        rref, folder = fine_tune_reference(self.run_dir, self.cfg, texts, steps=steps, lr=lr,
+                                           seed=seed, key_parts=[ref.content_hash])
+        return self._scores_of(folder, rref, examples, loss_on=loss_on)
+
+    def _scores_of(self, run_dir: Path, ref, examples: list[Example], *, loss_on: str) -> list:
+        """Scores of `examples` under another model than the one the loop holds (the base, a
+        reference): the rows cached in the store, or that model loaded through the engine
+        from `run_dir` and scored once."""
         ids = [str(e.id) for e in examples]
-        have = self.store.get_examples(base.content_hash, _score_setting(loss_on), "score", ids)
+        have = self.store.get_examples(ref.content_hash, _score_setting(loss_on), "score", ids)
         if len(have) == len(ids):
             try:  # every row cached: the engine serves them without a model
-                return self.score(base, None, examples, loss_on=loss_on)
+                return self.score(ref, None, examples, loss_on=loss_on)
             except AttributeError:  # a stale row (other tokens) needs the model after all
                 pass
-        for _, base_model in engine.iter_models(self.run_dir, refs=[base], dtype=self.cfg.dtype):
-            return self.score(base, base_model, examples, loss_on=loss_on)
-        raise RuntimeError("the base model could not be loaded")  # pragma: no cover
+        for _, other in engine.iter_models(run_dir, refs=[ref], dtype=self.cfg.dtype):
+            return self.score(ref, other, examples, loss_on=loss_on)
+        raise RuntimeError(f"the model {ref.name} could not be loaded")  # pragma: no cover
 
     def embeddings(self, space: str, keys: list[str], compute) -> dict[str, np.ndarray]:
         """{key: float32 vector} for `keys` in the vector space `space` (e.g. an encoder's

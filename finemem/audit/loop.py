@@ -18,6 +18,7 @@ from rich.progress import Progress, TimeElapsedColumn
 
 from finemem import distributed as ddp
 from finemem import engine, faults
+from finemem.audit import selfref
 from finemem.audit.context import AuditContext
 from finemem.audit.probes import get_probe, load_probes, resolve_probes
 from finemem.config import AuditConfig, RunConfig
@@ -156,8 +157,11 @@ def _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress) -
     with ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn")) as pool, \
             Progress(*Progress.get_default_columns(), TimeElapsedColumn(),
                      disable=not progress) as bar:
+        # the trainer the spv attack needs, handed in by finemem.train, crosses to the workers
+        # by reference (pickled by name)
+        trainer = selfref.registered_trainer()
         futures = [pool.submit(_worker, str(ctx.run_dir), refs[i::workers], names, raw, device,
-                               threads) for i in range(workers) if refs[i::workers]]
+                               threads, trainer) for i in range(workers) if refs[i::workers]]
         task = bar.add_task(f"audit ({len(futures)} processes)", total=len(refs))
         plain, shown = progress and not bar.console.is_terminal, 0  # pipes: a line per checkpoint
         while not all(f.done() for f in futures):
@@ -173,10 +177,12 @@ def _parallel(ctx, active, keys, refs, names, acfg, device, workers, progress) -
 
 
 def _worker(run_dir: str, refs: list, names: list[str], acfg_raw: dict, device: str,
-            threads: int) -> None:
+            threads: int, trainer=None) -> None:
     import torch
 
     torch.set_num_threads(threads)
+    if trainer is not None:
+        selfref.register_trainer(trainer)
     cfg = open_run(run_dir)  # first: it registers the probes' settings in this process
     acfg = AuditConfig.model_validate(acfg_raw)
     cfg = cfg.model_copy(update={"audit": acfg})

@@ -13,7 +13,8 @@ Columns (absent probes leave theirs empty): record, times_seen; per attack `pct_
 `fpr_at_score` of the chosen attack at the record's own score (the share of members / of
 non-members that score at least as member-like: a low FPR means the record is singled out);
 extraction_category (the extraction probe's, against its own training text);
-secrets_found / secrets_greedy / secrets_sampled and the extracted types (the secrets probe);
+secrets_found / secrets_greedy / secrets_sampled / secrets_reconstructed (mid-text secrets
+ranked first in the whole record) and the extracted types (the secrets probe);
 exact_extractable; first_extractable_epoch (the first checkpoint whose greedy continuation
 reproduced the record); first_secret_epoch; first_below_band_epoch (the first checkpoint where
 its loss fell below the non-members' 5% quantile: `attacks.trajectory.first_below_band`);
@@ -93,7 +94,15 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
         rows = {str(e.id): {"record": str(e.id), "times_seen": t} for e, t in mem}
         text = {str(e.id): e.prompt + e.completion for e, _ in mem}
         # the declared secret fields (and a task's own, e.g. builtin:records) are masked too
-        declared = list(getattr(getattr(cfg.audit, "secrets", None), "fields", None) or [])
+        sec_cfg = getattr(cfg.audit, "secrets", None)
+        declared = list(getattr(sec_cfg, "fields", None) or [])
+        # what the probe was told to find is masked too: its regexes, and Presidio's finds
+        # on top of finemem's patterns when the run asked for them
+        from finemem.data.presidio import presidio_installed
+
+        presidio = getattr(sec_cfg, "detector", "builtin") != "builtin" and presidio_installed()
+        mask_kw = {"patterns": dict(getattr(sec_cfg, "patterns", None) or {}),
+                   "detector": "both" if presidio else "builtin"}
         fields = {str(e.id): {**{f: str(e.meta[f]) for f in declared if e.meta.get(f)},
                               **{k: str(v) for k, v in
                                  (e.meta.get("secrets") or {}).items()}}
@@ -154,6 +163,9 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
                 row["secrets_found"] = row.get("secrets_found", 0) + 1
                 row["secrets_greedy"] = row.get("secrets_greedy", 0) + int(r["greedy"])
                 row["secrets_sampled"] = row.get("secrets_sampled", 0) + int(r["sampled"])
+                if r.get("reconstructed") is not None:
+                    row["secrets_reconstructed"] = (row.get("secrets_reconstructed", 0)
+                                                    + int(r["reconstructed"]))
                 row["max_exposure_bits"] = round(max(row.get("max_exposure_bits", 0.0),
                                                      r["exposure"]), 2)
                 if r["greedy"] or r["sampled"]:
@@ -167,7 +179,8 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
             notes.append(f"secrets: {len(sec)} probed at {ck.name}")
         for i, row in rows.items():
             t = text[i]
-            row["preview"] = t if show_secrets else mask_secrets(t, fields=fields[i])
+            row["preview"] = t if show_secrets else mask_secrets(t, fields=fields[i],
+                                                                      **mask_kw)
             if "extracted_types" in row:
                 row["extracted_types"] = ",".join(row["extracted_types"])
     key = f"pct_{attack}"
@@ -179,7 +192,7 @@ def risk_register(run_dir: str | Path, *, at: str | None = None, attack: str = "
 
 
 COLUMNS_FIRST = ["record", "times_seen", "secrets_found", "secrets_greedy", "secrets_sampled",
-                 "extracted_types", "max_exposure_bits", "extraction_category",
+                 "secrets_reconstructed", "extracted_types", "max_exposure_bits", "extraction_category",
                  "exact_extractable", "first_extractable_epoch", "first_secret_epoch",
                  "first_below_band_epoch", "tpr_at_score", "fpr_at_score"]
 

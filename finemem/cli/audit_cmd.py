@@ -41,6 +41,7 @@ def register(app: typer.Typer) -> None:
         Example: finemem audit runs/demo --probes extraction,attention
 
         Example: finemem audit runs/demo --checkpoints recommended,last --probes extraction"""
+        import finemem.train  # noqa: F401  (hands the spv attack its training path)
         from finemem import distributed as ddp
         from finemem.audit import audit_run
         from finemem.cli.train_cmd import parse_sets

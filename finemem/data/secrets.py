@@ -10,7 +10,9 @@ overlapping an earlier find: email; IBAN (country code, check digits valid mod 9
 number (13-19 digits, spaces or dashes allowed, valid Luhn checksum); phone (+country or a leading 0,
 9-15 digits); date (ISO 2024-03-01, 01/03/2024, 1 March 2024); long digit run (6+ digits).
 User-declared fields (`audit.secrets.fields`: an example's meta value found verbatim in the
-text) and regexes (`audit.secrets.patterns`) come first.
+text) and regexes (`audit.secrets.patterns`) come first. With `detector="presidio"` Presidio's
+pattern recognizers (`finemem.data.presidio`, the optional extra) take the place of finemem's
+patterns; with "both" they add what finemem's patterns did not find.
 """
 
 from __future__ import annotations
@@ -89,12 +91,16 @@ def iban_with_check(country: str, bban: str) -> str:
 _VALID = {"card": luhn_ok, "iban": iban_ok}
 
 
+DETECTORS = ("builtin", "presidio", "both")
+
+
 def find_secrets(text: str, *, fields: dict[str, str] | None = None,
                  patterns: dict[str, str] | None = None,
-                 types: list[str] | None = None) -> list[Secret]:
+                 types: list[str] | None = None, detector: str = "builtin") -> list[Secret]:
     """Every secret in `text`, by position. `fields`: type -> a value to find verbatim (an
     example's declared field); `patterns`: type -> regex; then finemem's `PATTERNS` (those in
-    `types` when given). A find never overlaps an earlier one.
+    `types` when given; `detector` "builtin" or "both"), then Presidio's finds ("presidio" or
+    "both"). A find never overlaps an earlier one.
 
     >>> [(s.type, s.text) for s in find_secrets("Mail ada@x.org or call +44 7700 900123.")]
     [('email', 'ada@x.org'), ('phone', '+44 7700 900123')]
@@ -114,13 +120,20 @@ def find_secrets(text: str, *, fields: dict[str, str] | None = None,
     for kind, rx in (patterns or {}).items():
         for m in re.finditer(rx, text):
             add(kind, m.start(), m.end())
-    for kind, rx in PATTERNS.items():
+    if detector not in DETECTORS:
+        raise ValueError(f"detector must be one of {DETECTORS}, not {detector!r}")
+    for kind, rx in PATTERNS.items() if detector != "presidio" else ():
         if types is not None and kind not in types:
             continue
         for m in rx.finditer(text):
             if kind in _VALID and not _VALID[kind](m.group()):
                 continue
             add(kind, m.start(), m.end())
+    if detector != "builtin":
+        from finemem.data.presidio import presidio_finds
+
+        for kind, a, b in presidio_finds(text):
+            add(kind, a, b)
     return sorted(out, key=lambda s: s.start)
 
 
@@ -181,7 +194,7 @@ def candidates(secret: Secret, *, m: int, seed) -> list[str]:
 
 
 def mask_secrets(text: str, *, fields: dict[str, str] | None = None,
-                 patterns: dict[str, str] | None = None) -> str:
+                 patterns: dict[str, str] | None = None, detector: str = "builtin") -> str:
     """`text` with every secret `find_secrets` finds replaced by its type in brackets: what
     finemem writes when it quotes training text (unless the user asks for the secrets).
 
@@ -189,7 +202,7 @@ def mask_secrets(text: str, *, fields: dict[str, str] | None = None,
     'Mail [email], card [card].'
     """
     out, last = [], 0
-    for s in find_secrets(text or "", fields=fields, patterns=patterns):
+    for s in find_secrets(text or "", fields=fields, patterns=patterns, detector=detector):
         out += [text[last:s.start], f"[{s.type}]"]
         last = s.end
     return "".join(out) + (text or "")[last:]

@@ -4,6 +4,7 @@ Usage:
     from finemem.metrics.secrets import secret_reproduced, secret_extraction_rate, exposure_among
     ok = secret_reproduced(" ada@x.org. Thanks", "ada@x.org")           # True
     bits = exposure_among(true_nll, candidate_nll)                       # per secret
+    won = ranked_first(full_true_nll, full_candidate_nll)                # reconstruction
 
 Higher means more memorized for all of them.
 """
@@ -39,10 +40,13 @@ def secret_extraction_rate(flags) -> float:
     >>> secret_extraction_rate([1, 0, 0, 1])
     0.5
     """
+    return _share(flags, "secret_extraction_rate: no secrets")
+
+
+def _share(flags, empty: str) -> float:
     a = np.asarray(flags, dtype=float).ravel()
     if not a.size:
-        warnings.warn("secret_extraction_rate: no secrets; returning nan", RuntimeWarning,
-                      stacklevel=2)
+        warnings.warn(f"{empty}; returning nan", RuntimeWarning, stacklevel=3)
         return math.nan
     return float((a > 0).mean())
 
@@ -74,3 +78,29 @@ def secret_exposure(bits) -> float:
         warnings.warn("secret_exposure: no secrets; returning nan", RuntimeWarning, stacklevel=2)
         return math.nan
     return float(a.mean())
+
+
+def ranked_first(true_nll, candidate_nll) -> np.ndarray:
+    r"""Per secret, whether the true secret is ranked first among its m candidates (no
+    candidate has a lower NLL; the exposure's rank :math:`r_i = 1`). Reconstruction (Lukas et
+    al. 2023) passes the NLLs of the whole record with each candidate in the secret's place,
+    :math:`\mathrm{nll}(\text{prefix} + c + \text{suffix})`, so the text after the secret
+    votes too.
+
+    >>> ranked_first([1.0, 5.0], [[2.0, 3.0], [1.0, 6.0]]).tolist()
+    [True, False]
+    """
+    return np.array([not np.any(np.asarray(c, float) < t)
+                     for t, c in zip(true_nll, candidate_nll)], dtype=bool)
+
+
+@register_metric("secret_reconstruction_rate", higher_is_better=False,
+                 more_memorized_when="higher", kind="rate", inputs="values")
+def secret_reconstruction_rate(flags) -> float:
+    """Share of mid-text secrets the model fills in: the true secret ranked first among its
+    format-matched candidates in the whole record (`ranked_first`); chance is 1 / (m + 1).
+
+    >>> secret_reconstruction_rate([True, False, False, False])
+    0.25
+    """
+    return _share(flags, "secret_reconstruction_rate: no mid-text secrets")

@@ -10,6 +10,7 @@ Layout (unchanged since the first run folders; `meta` in the store is the one ad
     tokenizer/          the tokenizer the run was trained with
     checkpoints/        step-NNNNNN/ folders (finemem.run.checkpoints)
     merges/             checkpoints written by `finemem merge`
+    references/<key>/   reference models an attack fine-tuned (each a run folder of its own)
     state/              resume state (finemem.train.checkpoint)
     results.sqlite      the results store (finemem.store)
     dp.json             the DP-SGD settings and epsilon per checkpoint (finemem.run.privacy)
@@ -98,6 +99,13 @@ class RunFolder:
     @property
     def merges_dir(self) -> Path:
         return self.path / "merges"
+
+    def reference_dir(self, key: str) -> Path:
+        """RUN_DIR/references/<key>: a reference model an attack fine-tuned for this run (a
+        run folder of its own, with the texts it was trained on), kept so a rerun reuses it."""
+        if not key or "/" in key or key.startswith("."):
+            raise ValueError(f"not a reference key: {key!r}")
+        return self.path / "references" / key
 
     def is_run(self) -> bool:
         """A trained run folder: a config and a results store."""

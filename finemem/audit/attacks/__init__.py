@@ -37,6 +37,8 @@ NEEDS = {
     "token_ids": "each example's target token ids, aligned with its TokenScores",
     "frequency": "(V,) token frequencies of a reference corpus (the non-member pool)",
     "history": "(c, n) mean NLL of each example at every checkpoint so far, base first",
+    "self_reference": "TokenScores of the same examples under the base fine-tuned on the "
+                      "audited model's own generations (a training run per checkpoint)",
 }
 
 

@@ -79,5 +79,16 @@ def providers(ctx, ref, model, examples, *, loss_on: str, prefix=(), pool=(),
                 rows.append([float(got[i]) for i in ids])
         return np.asarray(rows, dtype=float).reshape(len(rows), len(ids))
 
-    return {"base": base, "prefixed": prefixed, "neighbours": neighbours,
+    def self_reference():
+        prompts = list(pool)[: int(opts.get("spv_prompts", 32))]
+        if not prompts:
+            raise ValueError("the spv attack needs non-members beyond those scored to prompt "
+                             "the model with; the pool has none")
+        return ctx.self_reference_scores(
+            ref, model, examples, prompts=prompts, loss_on=loss_on,
+            max_new_tokens=int(opts.get("spv_new_tokens", 48)),
+            steps=int(opts.get("spv_steps", 20)), lr=opts.get("spv_lr"),
+            seed=int(opts.get("seed", 0)))
+
+    return {"base": base, "self_reference": self_reference, "prefixed": prefixed, "neighbours": neighbours,
             "token_ids": token_ids, "frequency": frequency, "history": history}

@@ -48,6 +48,13 @@ class MembershipConfig(Section):
     swap_rate: float = Field(0.15, gt=0, le=1, description="neighbourhood: share of words "
                                                           "swapped per copy")
     dcpdd_cap: float = Field(0.01, gt=0, description="DC-PDD: cap a on each token's score")
+    spv_prompts: int = Field(32, ge=1, description="spv: pool prompts the model writes after "
+                                                  "(its texts train the reference)")
+    spv_new_tokens: int = Field(48, ge=1, description="spv: tokens generated per prompt")
+    spv_steps: int = Field(20, ge=1, description="spv: optimizer steps of the reference's "
+                                                "fine-tune")
+    spv_lr: float | None = Field(None, gt=0, description="spv: the reference's learning rate "
+                                                        "(None = the run's)")
     blind_folds: int = Field(5, ge=2, description="blind baseline: cross-validation folds")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples of the AUC interval")
     seed: int = Field(0, description="which members / non-members are sampled")
@@ -91,12 +98,20 @@ class Membership(Probe):
         self.prefix = non[len(non) - extra:] if extra else []
         self.non = non[: len(non) - extra] if extra else non
         self.pool = []
-        if "frequency" in need or "neighbours" in need:
+        if need & {"frequency", "neighbours", "self_reference"}:
             # the reference corpus: non-members that are not scored (else the table has seen
             # the non-members' own tokens)
             scored = {str(e.id) for e in self.non} | {str(e.id) for e in self.prefix}
             every = ctx.nonmembers(n=None, seed=c.seed, members=self.mem)
-            self.pool = [e for e in every if str(e.id) not in scored] or list(self.non)
+            unscored = [e for e in every if str(e.id) not in scored]
+            if "self_reference" in need and not unscored:
+                # prompting with the scored non-members would fit the reference to them
+                raise UserError("the spv attack prompts the model with non-members that are "
+                                "not scored, and the pool has none beyond the "
+                                f"{len(self.non)} scored: lower audit.membership.nonmembers "
+                                "or give a larger audit.nonmembers / test set",
+                                field="audit.membership.attacks")
+            self.pool = unscored or list(self.non)
         self.loss_on = ctx.cfg.data.loss_on
         self.refused = refused_fprs(c.fprs, len(self.non))
         if self.refused:
@@ -141,10 +156,12 @@ class Membership(Probe):
         kept_exs = [exs[i] for i in kept]
         sc = [scores[i] for i in kept]
         opts = {"recall_shots": c.recall_shots, "neighbours": c.neighbours,
-                "swap_rate": c.swap_rate, "dcpdd_cap": c.dcpdd_cap, "seed": c.seed}
+                "swap_rate": c.swap_rate, "dcpdd_cap": c.dcpdd_cap, "seed": c.seed,
+                "spv_prompts": c.spv_prompts, "spv_new_tokens": c.spv_new_tokens,
+                "spv_steps": c.spv_steps, "spv_lr": c.spv_lr}
         provide = providers(ctx, ref, model, kept_exs, loss_on=self.loss_on,
                             prefix=self.prefix, pool=self.pool, options=opts)
-        for what in ("base", "prefixed", "neighbours"):
+        for what in ("base", "prefixed", "neighbours", "self_reference"):
             if what in needs_of(list(c.attacks)):
                 ctx.phase(f"membership: {what} scores")
         m_sel = [pos[int(i)] for i in mem_idx]

@@ -10,16 +10,21 @@ base model as step 0 (what it knew before):
 - exposure: the true secret's rank by summed NLL among `candidates` format-matched random
   strings (same type, valid checksums; `finemem.data.secrets.candidates`), in bits;
 - per type and over all types, members and held-out: rates with Wilson intervals and n, and
-  the mean exposure with a bootstrap interval. Reconstruction (Lukas et al. 2023: a masked
-  secret filled in from the whole record) is not measured.
+  the mean exposure with a bootstrap interval;
+- reconstruction (Lukas et al. 2023), for a secret with text after it: the whole record
+  scored with the true secret and with each exposure candidate in its place (prompt, the
+  completion up to the secret, the secret or candidate, then up to `suffix_tokens` tokens of
+  what follows); reconstructed when the true one has the lowest NLL; a rate per type.
 Secrets are found by finemem's patterns, the declared `fields` (an example's meta value
-found verbatim) and `patterns` (`finemem.data.secrets.find_secrets`). Per secret, its record,
+found verbatim) and `patterns` (`finemem.data.secrets.find_secrets`), and with `detector:
+presidio` or `both` by Presidio's pattern recognizers (the optional extra `finemem[pii]`). Per secret, its record,
 type, span and outcomes are stored (`finemem risk` reads them); the secret's text is not.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -28,7 +33,7 @@ from finemem.audit import measures
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 from finemem.data.secrets import PATTERNS, candidates, find_secrets
-from finemem.metrics.secrets import exposure_among, secret_reproduced
+from finemem.metrics.secrets import exposure_among, ranked_first, secret_reproduced
 
 SPLIT = "secrets"
 
@@ -40,10 +45,16 @@ class SecretsConfig(Section):
                                               "verbatim in the completion)")
     patterns: dict[str, str] = Field({}, description="type -> regex of further secrets")
     types: list[str] = Field(list(PATTERNS), description="finemem's own patterns to use")
+    detector: Literal["builtin", "presidio", "both"] = Field(
+        "builtin", description="who finds secrets besides fields and patterns: finemem's own "
+        "patterns, Presidio's pattern recognizers (pip install 'finemem[pii]'), or both")
     samples: int = Field(8, ge=0, description="sampled tries per secret (0: none)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
     candidates: int = Field(100, ge=1, description="format-matched candidates per secret")
     margin: int = Field(2, ge=0, description="tokens generated past the secret's own length")
+    suffix_tokens: int = Field(64, ge=0, description="reconstruction: tokens of the text after "
+                                                    "the secret scored with it (0: no "
+                                                    "reconstruction)")
     n_boot: int = Field(1000, ge=100, description="bootstrap resamples of the exposure interval")
     seed: int = Field(0, description="which records are sampled; the candidates' seed")
 
@@ -51,7 +62,7 @@ class SecretsConfig(Section):
 class Item:
     """One secret of one record, with its tokens as trained."""
 
-    def __init__(self, ex, sec, group, tok):
+    def __init__(self, ex, sec, group, tok, suffix_tokens: int = 0):
         self.ex, self.sec, self.group = ex, sec, group
         self.id = f"{ex.id}#{sec.start}"
         comp = ex.completion
@@ -61,6 +72,10 @@ class Item:
         self.context = bos + enc(ex.prompt) + (enc(comp[:cut]) if cut else [])
         self.lead = comp[cut: sec.start]
         self.target = enc(comp[cut: sec.end])
+        # reconstruction: what follows the secret, cut to suffix_tokens ("" at the text's end)
+        after = comp[sec.end:]
+        self.suffix = tok.decode(enc(after)[:suffix_tokens]) \
+            if after.strip() and suffix_tokens else ""
 
 
 @register_probe("secrets")
@@ -86,6 +101,13 @@ class Secrets(Probe):
             except re.error as e:
                 raise UserError(f"pattern '{k}' is not a regex: {e}",
                                 field=f"audit.secrets.patterns.{k}") from None
+        if c.detector != "builtin":
+            from finemem.data.presidio import presidio_installed
+
+            if not presidio_installed():
+                raise UserError(f"detector '{c.detector}' needs Presidio's analyzer: pip "
+                                "install 'finemem[pii]', or use detector: builtin",
+                                field="audit.secrets.detector")
         mem = [e for e, _ in ctx.members(n=c.members, seed=c.seed)]
         held = ctx.nonmembers(n=c.heldout, seed=c.seed, members=mem)
         tok = ctx.tokenizer
@@ -94,8 +116,8 @@ class Secrets(Probe):
             for ex in exs:
                 fields = {f: str(ex.meta[f]) for f in c.fields if ex.meta.get(f)}
                 for s in find_secrets(ex.completion, fields=fields, patterns=c.patterns,
-                                      types=c.types):
-                    it = Item(ex, s, group, tok)
+                                      types=c.types, detector=c.detector):
+                    it = Item(ex, s, group, tok, c.suffix_tokens)
                     if it.target:
                         self.items.append(it)
         if not any(i.group == "members" for i in self.items):
@@ -104,8 +126,8 @@ class Secrets(Probe):
                             "pattern (audit.secrets.patterns)", field="audit.secrets")
         self.cands = {it.id: candidates(it.sec, m=c.candidates, seed=(c.seed, it.id))
                       for it in self.items}
-        self.inputs = [[it.id, it.group, it.sec.type, it.context, it.target, self.cands[it.id]]
-                       for it in self.items]
+        self.inputs = [[it.id, it.group, it.sec.type, it.context, it.target, self.cands[it.id],
+                        it.suffix] for it in self.items]
 
     def run(self, ctx, ref, model) -> None:
         c, tok = self.cfg, ctx.tokenizer
@@ -131,27 +153,48 @@ class Secrets(Probe):
                 for j, gs in zip(js, gens):
                     sampled[j] = any(secret_reproduced(g.text, items[j].sec.text) for g in gs)
         ctx.phase(f"secrets: exposure among {c.candidates} candidates each")
-        pair_ids, pairs = [], []
-        enc = lambda s: tok(s, add_special_tokens=False)["input_ids"]  # noqa: E731
-        for it in items:
-            pair_ids.append(it.id)
-            pairs.append((it.context, it.target))
-            for k, cand in enumerate(self.cands[it.id]):
-                pair_ids.append(f"{it.id}~c{k}")
-                pairs.append((it.context, enc(it.lead + cand)))
-        sc = ctx.score_tokens(ref, model, pair_ids, pairs, setting="secrets:exposure")
-        nll = np.array([s.nll_sum for s in sc])
-        true_nll, cand_nll, pos = [], [], 0
-        for it in items:
-            m = len(self.cands[it.id])
-            true_nll.append(nll[pos])
-            cand_nll.append(nll[pos + 1: pos + 1 + m])
-            pos += 1 + m
+        true_nll, cand_nll = self._fills(ctx, ref, model, range(len(items)), tag="c",
+                                         suffix=lambda it: "", setting="secrets:exposure")
         bits = exposure_among(true_nll, cand_nll)
-        self._store(ctx, ref, greedy, sampled, bits)
+        self._store(ctx, ref, greedy, sampled, bits, self._reconstruct(ctx, ref, model))
 
-    def _store(self, ctx, ref, greedy, sampled, bits) -> None:
+    def _fills(self, ctx, ref, model, js, *, tag: str, suffix, setting: str):
+        """(true NLLs, candidates' NLLs) of items `js`: after each item's context, the lead,
+        the true secret or a candidate, and `suffix(item)`, scored as one target (summed
+        NLL)."""
+        enc = lambda s: ctx.tokenizer(s, add_special_tokens=False)["input_ids"]  # noqa: E731
+        ids, pairs, sizes = [], [], []
+        for j in js:
+            it = self.items[j]
+            fills = [it.sec.text, *self.cands[it.id]]
+            sizes.append(len(fills) - 1)
+            for k, fill in enumerate(fills):
+                # the true row keeps the id exposure rows always had (cached in stores)
+                ids.append(f"{it.id}{'~' + tag if tag != 'c' else ''}" if k == 0
+                           else f"{it.id}~{tag}{k - 1}")
+                pairs.append((it.context, enc(it.lead + fill + suffix(it))))
+        nll = np.array([x.nll_sum for x in ctx.score_tokens(ref, model, ids, pairs,
+                                                            setting=setting)])
+        starts = np.cumsum([0] + [m + 1 for m in sizes])
+        return ([nll[p] for p in starts[:-1]],
+                [nll[p + 1: p + 1 + m] for p, m in zip(starts[:-1], sizes)])
+
+    def _reconstruct(self, ctx, ref, model) -> dict[int, bool]:
+        """{item index: reconstructed} for the secrets with text after them: the true secret
+        and its candidates each scored in the whole record, ranked by summed NLL."""
+        mid = [j for j, it in enumerate(self.items) if it.suffix]
+        if not mid:
+            return {}
+        ctx.phase(f"secrets: reconstruction of {len(mid)} mid-text secrets")
+        true_nll, cand_nll = self._fills(ctx, ref, model, mid, tag="r",
+                                         suffix=lambda it: it.suffix,
+                                         setting="secrets:reconstruction")
+        return dict(zip(mid, ranked_first(true_nll, cand_nll).tolist()))
+
+    def _store(self, ctx, ref, greedy, sampled, bits, recon: dict[int, bool]) -> None:
         c = self.cfg
+        is_mid = np.array([j in recon for j in range(len(self.items))], dtype=bool)
+        rec = np.array([recon.get(j, False) for j in range(len(self.items))], dtype=bool)
         groups = np.array([it.group for it in self.items])
         types = np.array([it.sec.type for it in self.items])
         for g in ("members", "heldout"):
@@ -167,6 +210,12 @@ class Secrets(Probe):
                             hi=st.hi, settings={"group": g, "type": t, "how": how,
                                                 **({"k": c.samples} if how == "sampled"
                                                    else {})})
+                if (sel & is_mid).any():
+                    st = measures.rate_stat(rec[sel & is_mid])
+                    ctx.put(ref, SPLIT, "secret_reconstruction_rate", st.value, n=st.n,
+                            lo=st.lo, hi=st.hi, settings={"group": g, "type": t,
+                                                          "candidates": c.candidates,
+                                                          "suffix_tokens": c.suffix_tokens})
                 from finemem.metrics.stats import bootstrap_ci
 
                 b = bits[sel]
@@ -177,5 +226,6 @@ class Secrets(Probe):
         ctx.put_values(ref, SPLIT, "secret_result", [it.id for it in self.items], [
             {"record": str(it.ex.id), "group": it.group, "type": it.sec.type,
              "span": [it.sec.start, it.sec.end], "greedy": bool(greedy[j]),
-             "sampled": bool(sampled[j]), "exposure": float(bits[j])}
+             "sampled": bool(sampled[j]), "exposure": float(bits[j]),
+             "reconstructed": recon.get(j)}
             for j, it in enumerate(self.items)])
