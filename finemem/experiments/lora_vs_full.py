@@ -27,9 +27,11 @@ class LoraVsFull(Experiment):
 
     def plan(self) -> dict:
         # `size` is optional: one real model has no second size to compare with
-        plan = self.require(self.settings(), "run", "runs", "methods", "duplication")
+        # `duplication` and `size` are optional (a real model's budget; one real model has no
+        # second size to compare with): their claims then read "not run"
+        plan = self.require(self.settings(), "run", "runs", "methods")
         named = [plan["methods"]["reference"], *plan["methods"]["others"],
-                 *plan["duplication"], *(plan.get("size") or {}).values()]
+                 *(plan.get("duplication") or []), *(plan.get("size") or {}).values()]
         stray = sorted(set(named) - set(plan["runs"]))
         if stray:
             raise UserError(f"{', '.join(stray)} not among runs", source=self.settings_source,
@@ -109,7 +111,6 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
     from finemem.experiments import render_markdown
     from finemem.report.compare import plot_curves
     from finemem.metrics.extraction import bootstrap_diff_ci
-    from finemem.metrics.relaxed import paired_diff_ci
 
     t = float(plan.get("threshold", 0.8))
     margin = float(plan.get("margin", 0.25))
@@ -123,7 +124,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
     spent = json.loads(timing.read_text()) if timing.is_file() else {}
     total = sum(spent.get(n, 0.0) for n in cfgs) / 60
     c0 = cfgs[plan["methods"]["reference"]]
-    dup = cfgs[plan["duplication"][-1]].data.duplication
+    dup = cfgs[(plan.get("duplication") or [plan["methods"]["reference"]])[-1]].data.duplication
     runs = []
     for name, s in sides.items():
         mem = sorted(s.per["members"])
@@ -189,8 +190,37 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
             said = (f"not reproduced: the measured reduction is {_ci(r, pct=True)}, whose "
                     f"interval excludes {claimed:.0%}")
 
-    # ---- claim 2: duplication
-    d = plan["duplication"]
+    # ---- claim 2: duplication (not run when the settings name no duplication runs)
+    d = plan.get("duplication") or []
+    dup_runs, dup_claims, n_repeated = (_duplication(cfgs, sides, d, t) if d else ([], [], 0))
+
+    # ---- claim 3: size (not run when the settings name no second size)
+    sz = plan.get("size") or {}
+    size_claims, n_shared, small_model, large_model = [], 0, "", ""
+    if sz:
+        small, large = sides[sz["smaller"]], sides[sz["larger"]]
+        small_model, large_model = small.settings["model"], large.settings["model"]
+        size_claims = _size_claims(small, large, sz, t, margin)
+        n_shared = len(set(small.per["members"]) & set(large.per["members"]))
+    text = render_markdown(
+        "lora_vs_full.md.j2", date=time.strftime("%Y-%m-%d"), n_runs=len(cfgs), total=total,
+        minutes=minutes, c0=c0, ex=c0.audit.section("extraction"), t=f"{t:g}", runs=runs,
+        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None,
+        method_claims=method_claims, notes=cmp.notes, claimed=f"{claimed:.0%}",
+        lora_said=said, dup_fraction=f"{dup.fraction:.0%}", n_repeated=n_repeated,
+        dup_runs=dup_runs, dup_claims=dup_claims, small_model=small_model,
+        large_model=large_model, n_shared=n_shared, size_claims=size_claims, model=model,
+        tried=plan.get("tried") or [])
+    return text.removesuffix("\n")
+
+
+def _duplication(cfgs: dict, sides: dict, d: list[str], t: float):
+    """(table rows, claim lines, number of repeated texts) of the duplication claim: the runs
+    `d`, in order of repeats, on the subset the last one repeats."""
+    from finemem.analysis.compare import outcome_flags, wilson
+    from finemem.metrics.extraction import bootstrap_diff_ci
+    from finemem.metrics.relaxed import paired_diff_ci
+
     top = sides[d[-1]]
     man = _manifest(cfgs[d[-1]].run_dir)
     repeated = sorted(i for i, times in man.items() if times > 1 and i in top.per["members"])
@@ -222,25 +252,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
                           f"seen-once texts {_signed(diff)}: "
                           + (f"**no contrast left** (both at {a.mean():.2f})" if same else
                              direction(diff, more="holds", less="reversed")) + ".")
-
-    # ---- claim 3: size (not run when the settings name no second size)
-    sz = plan.get("size") or {}
-    size_claims, n_shared, small_model, large_model = [], 0, "", ""
-    if sz:
-        small, large = sides[sz["smaller"]], sides[sz["larger"]]
-        small_model, large_model = small.settings["model"], large.settings["model"]
-        size_claims = _size_claims(small, large, sz, t, margin)
-        n_shared = len(set(small.per["members"]) & set(large.per["members"]))
-    text = render_markdown(
-        "lora_vs_full.md.j2", date=time.strftime("%Y-%m-%d"), n_runs=len(cfgs), total=total,
-        minutes=minutes, c0=c0, ex=c0.audit.section("extraction"), t=f"{t:g}", runs=runs,
-        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None,
-        method_claims=method_claims, notes=cmp.notes, claimed=f"{claimed:.0%}",
-        lora_said=said, dup_fraction=f"{dup.fraction:.0%}", n_repeated=len(repeated),
-        dup_runs=dup_runs, dup_claims=dup_claims, small_model=small_model,
-        large_model=large_model, n_shared=n_shared, size_claims=size_claims, model=model,
-        tried=plan.get("tried") or [])
-    return text.removesuffix("\n")
+    return dup_runs, dup_claims, len(repeated)
 
 
 def _size_claims(small, large, sz: dict, t: float, margin: float) -> list[str]:
