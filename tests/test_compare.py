@@ -205,3 +205,15 @@ def test_lora_vs_full_report_from_stored_results(sweep, tmp_path):
     from finemem.experiments import MACHINE_NOTE
     assert md.split("\n")[4] == MACHINE_NOTE             # the second paragraph
     assert (tmp_path / "img" / "curves.png").is_file()
+    # a real model's settings name no second size: the claim says it was not run
+    real = report(cfgs, {**{k: v for k, v in plan.items() if k not in ("size", "duplication")},
+                         "tried": ["lr 1e-4: nothing memorized"]}, minutes=1.0,
+                  model="smollm2-135m")
+    assert "Not run: these settings train no duplicated runs" in real
+    assert "## Settings tried before these\n\n- lr 1e-4: nothing memorized" in real
+    assert real.startswith("# Replication on a real model (`smollm2-135m`)")
+    assert "`finemem reproduce lora-vs-full --model smollm2-135m`" in real
+    size = real.split("## Claim: full fine-tuning memorizes more with model size")[1]
+    assert size.strip().startswith("Not run: these settings train one model (smollm2-135m)")
+    from finemem.experiments import REAL_MODEL_NOTE
+    assert REAL_MODEL_NOTE in real and MACHINE_NOTE not in real

@@ -52,6 +52,38 @@ def test_every_shipped_experiment_validates(name, tmp_path):
         assert Path(cfg.run_dir).parent == tmp_path or Path(cfg.run_dir) == tmp_path
 
 
+@pytest.mark.parametrize("name", experiment_names(reproducible=True))
+def test_real_model_settings(name, tmp_path):
+    """`reproduce NAME --model M`: the shipped real-model settings validate with M in every run,
+    whose folders sit under OUT/<M>, and the report goes to its own section and figure."""
+    exp = get_experiment(name)
+    if name == "mitigations":  # only the three papers have real-model settings
+        exp.model = "smollm2-135m"
+        with pytest.raises(Exception, match="ships no real-model settings"):
+            exp.configs(tmp_path)
+        return
+    exp.model = "path/to/SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert exp.label == "SmolLM2-135M-Instruct.Q4_1"
+    out = exp.out_dir(tmp_path)
+    assert out == tmp_path / exp.label
+    cfgs = exp.configs(out)
+    assert cfgs and all(c.model == exp.model for c in cfgs.values())
+    assert all(Path(c.run_dir).parent == out for c in cfgs.values())
+    assert exp.section() == f"experiment:{name}@{exp.label}"
+    assert exp.figure(Path("docs/REPLICATION.md"), "x") == Path(f"docs/img/x-{exp.label}.png")
+    exp.model = None  # the built-in runs keep their section, folder and figure names
+    assert exp.section() == f"experiment:{name}" and exp.out_dir(tmp_path) == tmp_path
+
+
+def test_reproduce_help_names_model():
+    from typer.testing import CliRunner
+
+    from finemem.cli import app
+
+    r = CliRunner().invoke(app, ["reproduce", "--help"])
+    assert "--model" in r.output
+
+
 def test_demo_and_over_memorization_configs(tmp_path):
     from finemem.experiments.demo import demo_config
 

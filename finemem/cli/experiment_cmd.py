@@ -51,15 +51,21 @@ def register(app: typer.Typer) -> None:
                       None, help="your settings YAML in place of the shipped one (same keys; "
                                  "e.g. task-disparity on your own files: tasks, and "
                                  "run.data.train.source: 'data/{task}.jsonl')"),
+                  model: Optional[str] = typer.Option(
+                      None, help="a real model for every run (a name such as smollm2-135m, a "
+                                 "folder or a .gguf): the shipped settings sized for a "
+                                 "~100M-parameter model on a CPU; runs go to OUT/<model>, the "
+                                 "report to its own section of the doc"),
                   device: Optional[str] = common.device(),
                   progress: bool = common.progress(),
                   quiet: bool = common.quiet(),
                   set_: list[str] = common.sets(),
                   ) -> None:
-        """Run a longer experiment on the built-in setup and write its report (for
-        over-memorization: docs/REPLICATION.md). A rerun reuses finished runs and audits.
+        """Run a longer experiment on the built-in setup (or `--model`, a real one) and write
+        its report (docs/REPLICATION.md). A rerun reuses finished runs and audits.
 
-        Example: finemem reproduce over-memorization"""
+        Example: finemem reproduce over-memorization
+        Example: finemem reproduce lora-vs-full --model smollm2-135m"""
         from finemem.errors import UserError
 
         exp = get_experiment(experiment)  # an unknown name: "Did you mean ...?"
@@ -68,10 +74,11 @@ def register(app: typer.Typer) -> None:
             raise UserError(f"experiment '{experiment}' is not one `finemem reproduce` runs"
                             f"{how}; reproducible: {', '.join(names)}", field="experiment")
         exp.settings_path = settings
+        exp.model = model
         # the shared options: --set and --device become config keys of each of its runs
         exp.overrides = common.config_overrides(set_, device)
         exp.progress, exp.quiet = progress, quiet
-        exp.run(out, doc=doc)
+        exp.run(exp.out_dir(out), doc=doc)
 
     @app.command()
     def sweep(config: Path = typer.Option(..., help="base run config (YAML)"),

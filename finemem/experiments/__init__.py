@@ -41,15 +41,26 @@ MACHINE_NOTE = ("These figures come from one machine. The self-built base model 
                 "machines gave the same verdicts (docs/OVER_MEMORIZATION.md).")
 
 
-def render_markdown(template: str, **context) -> str:
+# ... and under a real model's (`reproduce --model`), whose weights every machine shares.
+REAL_MODEL_NOTE = ("The model's weights are a quantized checkpoint dequantized to float32 "
+                   "(docs/REAL_MODELS.md), the same on every machine; training on another "
+                   "machine or thread count still sums floats in another order, so its "
+                   "figures differ in the last digits and, near a threshold, a verdict may too. "
+                   "What was scaled down to fit 2 CPU cores is in the experiment's "
+                   "`.real.yaml` settings (finemem/experiments/).")
+
+
+def render_markdown(template: str, *, model: str | None = None, **context) -> str:
     """An experiment's Markdown report from its Jinja2 template in templates/ (no HTML
-    escaping: Markdown; `machine_note` is passed in)."""
+    escaping: Markdown; `machine_note` and `model`, the real model of `reproduce --model` or
+    None, are passed in)."""
     from jinja2 import Environment, PackageLoader, StrictUndefined
 
     env = Environment(loader=PackageLoader("finemem.experiments", "templates"),
                       autoescape=False, trim_blocks=True, lstrip_blocks=True,
                       keep_trailing_newline=True, undefined=StrictUndefined)
-    return env.get_template(template).render(machine_note=MACHINE_NOTE, **context)
+    note = REAL_MODEL_NOTE if model else MACHINE_NOTE
+    return env.get_template(template).render(machine_note=note, model=model, **context)
 
 
 def with_machine_note(lines: list[str]) -> list[str]:
@@ -74,6 +85,7 @@ class Experiment(ABC):
     command: ClassVar[str] = ""          # its own command, when it has one (`finemem demo`)
 
     settings_path: Path | None = None     # a user's settings file replacing the shipped one
+    model: str | None = None              # `reproduce --model`: a real model for every run
     # `finemem reproduce`'s shared options (finemem.cli.common), set before run():
     overrides: dict | None = None         # --set / --device: config keys of every run
     progress: bool = True                 # --no-progress: no progress bars
@@ -90,7 +102,44 @@ class Experiment(ABC):
         one."""
         if self.settings_path is not None:
             return _load_user_settings(Path(self.settings_path))
+        if self.model:
+            return load_settings(self.real_settings_file, model=True)[0]
         return load_settings(self.settings_file)[0]
+
+    @property
+    def real_settings_file(self) -> str:
+        """The shipped settings sized for a real ~100M-parameter model on a CPU
+        (`lora_vs_full.yaml` -> `lora_vs_full.real.yaml`), used under `--model`."""
+        return self.settings_file.removesuffix(".yaml") + ".real.yaml"
+
+    @property
+    def label(self) -> str:
+        """'' for the built-in models, else a short name of `--model` for the doc section,
+        run folders and figures ("smollm2-135m"; a path gives its last part)."""
+        if not self.model:
+            return ""
+        return "".join(c if c.isalnum() or c in "-_." else "-"
+                       for c in Path(self.model.rstrip("/")).name.removesuffix(".gguf"))
+
+    def section(self) -> str:
+        """The doc section this experiment writes: one per model, so the built-in runs'
+        section and each real model's sit side by side."""
+        return f"experiment:{self.name}" + (f"@{self.label}" if self.label else "")
+
+    def out_dir(self, out: Path) -> Path:
+        """Where the runs go: `out`, or `out/<model>` under `--model`."""
+        return Path(out) / self.label if self.label else Path(out)
+
+    def figure(self, doc: Path, stem: str) -> Path:
+        """The PNG beside `doc` (in img/), one per model."""
+        return Path(doc).parent / "img" / (stem + (f"-{self.label}" if self.label else "")
+                                           + ".png")
+
+    def set_model(self, raw: dict) -> dict:
+        """A raw run config with `--model` in place of its model (when given)."""
+        if self.model:
+            raw["model"] = self.model
+        return raw
 
     def require(self, plan: dict, *keys: str) -> dict:
         """`plan` when every key in `keys` is set in it, else a `UserError` naming the settings
@@ -107,6 +156,7 @@ class Experiment(ABC):
         for name, over in plan["runs"].items():
             raw = merge(plan["run"], over or {})
             raw["run_dir"] = str(Path(out) / name)
+            self.set_model(raw)
             if edit is not None:
                 edit(raw)
             cfgs[name] = self.parse_run(raw, source=f"{self.settings_source}: runs.{name}")
@@ -148,11 +198,16 @@ def experiment_names(*, reproducible: bool | None = None) -> list[str]:
                   if reproducible is None or cls.reproducible == reproducible)
 
 
-def load_settings(filename: str) -> tuple[dict, str]:
-    """(parsed YAML, its text) of a settings file shipped in this package."""
+def load_settings(filename: str, *, model: bool = False) -> tuple[dict, str]:
+    """(parsed YAML, its text) of a settings file shipped in this package; `model`: the file
+    is the real-model variant `--model` asked for."""
     try:
         text = resources.files(__name__).joinpath(filename).read_text("utf-8")
     except FileNotFoundError:
+        if model:
+            raise UserError(f"this experiment ships no real-model settings ({filename}); give "
+                            "your own with --settings FILE (its runs name the model)",
+                            field="--model") from None
         raise UserError(f"experiment settings '{filename}' are not in the package "
                         "(finemem/experiments/)") from None
     return yaml.safe_load(text) or {}, text

@@ -26,9 +26,12 @@ class LoraVsFull(Experiment):
     reproducible = True
 
     def plan(self) -> dict:
-        plan = self.require(self.settings(), "run", "runs", "methods", "duplication", "size")
+        # `size` is optional: one real model has no second size to compare with
+        # `duplication` and `size` are optional (a real model's budget; one real model has no
+        # second size to compare with): their claims then read "not run"
+        plan = self.require(self.settings(), "run", "runs", "methods")
         named = [plan["methods"]["reference"], *plan["methods"]["others"],
-                 *plan["duplication"], *plan["size"].values()]
+                 *(plan.get("duplication") or []), *(plan.get("size") or {}).values()]
         stray = sorted(set(named) - set(plan["runs"]))
         if stray:
             raise UserError(f"{', '.join(stray)} not among runs", source=self.settings_source,
@@ -62,9 +65,9 @@ class LoraVsFull(Experiment):
             spent[name] = spent.get(name, 0.0) + time.time() - t1
             write_text_atomic(timing, json.dumps(spent, indent=1))
         minutes = (time.time() - t0) / 60
-        md = report(cfgs, plan, minutes=minutes,
-                    plot=Path(doc).parent / "img" / "lora_vs_full_curves.png")
-        write_doc_section(doc, "experiment:lora-vs-full", md)
+        md = report(cfgs, plan, minutes=minutes, plot=self.figure(doc, "lora_vs_full_curves"),
+                    model=self.model)
+        write_doc_section(doc, self.section(), md)
         console.print(f"wrote the lora-vs-full section of {doc} ({minutes:.1f} min)")
         return md
 
@@ -100,13 +103,14 @@ def _ppl(side) -> str:
     return "-" if not p else f"{p['value']:.2f} [{p['lo']:.2f}, {p['hi']:.2f}]"
 
 
-def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) -> str:
-    """The Markdown section (templates/lora_vs_full.md.j2), from the runs' stores (no model)."""
+def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
+           model: str | None = None) -> str:
+    """The Markdown section (templates/lora_vs_full.md.j2), from the runs' stores (no model
+    is loaded); `model`: the real model of `reproduce --model`, named in the title."""
     from finemem.analysis.compare import compare, load_side, outcome_flags, wilson
     from finemem.experiments import render_markdown
     from finemem.report.compare import plot_curves
     from finemem.metrics.extraction import bootstrap_diff_ci
-    from finemem.metrics.relaxed import paired_diff_ci
 
     t = float(plan.get("threshold", 0.8))
     margin = float(plan.get("margin", 0.25))
@@ -120,7 +124,7 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
     spent = json.loads(timing.read_text()) if timing.is_file() else {}
     total = sum(spent.get(n, 0.0) for n in cfgs) / 60
     c0 = cfgs[plan["methods"]["reference"]]
-    dup = cfgs[plan["duplication"][-1]].data.duplication
+    dup = cfgs[(plan.get("duplication") or [plan["methods"]["reference"]])[-1]].data.duplication
     runs = []
     for name, s in sides.items():
         mem = sorted(s.per["members"])
@@ -186,8 +190,37 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
             said = (f"not reproduced: the measured reduction is {_ci(r, pct=True)}, whose "
                     f"interval excludes {claimed:.0%}")
 
-    # ---- claim 2: duplication
-    d = plan["duplication"]
+    # ---- claim 2: duplication (not run when the settings name no duplication runs)
+    d = plan.get("duplication") or []
+    dup_runs, dup_claims, n_repeated = (_duplication(cfgs, sides, d, t) if d else ([], [], 0))
+
+    # ---- claim 3: size (not run when the settings name no second size)
+    sz = plan.get("size") or {}
+    size_claims, n_shared, small_model, large_model = [], 0, "", ""
+    if sz:
+        small, large = sides[sz["smaller"]], sides[sz["larger"]]
+        small_model, large_model = small.settings["model"], large.settings["model"]
+        size_claims = _size_claims(small, large, sz, t, margin)
+        n_shared = len(set(small.per["members"]) & set(large.per["members"]))
+    text = render_markdown(
+        "lora_vs_full.md.j2", date=time.strftime("%Y-%m-%d"), n_runs=len(cfgs), total=total,
+        minutes=minutes, c0=c0, ex=c0.audit.section("extraction"), t=f"{t:g}", runs=runs,
+        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None,
+        method_claims=method_claims, notes=cmp.notes, claimed=f"{claimed:.0%}",
+        lora_said=said, dup_fraction=f"{dup.fraction:.0%}", n_repeated=n_repeated,
+        dup_runs=dup_runs, dup_claims=dup_claims, small_model=small_model,
+        large_model=large_model, n_shared=n_shared, size_claims=size_claims, model=model,
+        tried=plan.get("tried") or [])
+    return text.removesuffix("\n")
+
+
+def _duplication(cfgs: dict, sides: dict, d: list[str], t: float):
+    """(table rows, claim lines, number of repeated texts) of the duplication claim: the runs
+    `d`, in order of repeats, on the subset the last one repeats."""
+    from finemem.analysis.compare import outcome_flags, wilson
+    from finemem.metrics.extraction import bootstrap_diff_ci
+    from finemem.metrics.relaxed import paired_diff_ci
+
     top = sides[d[-1]]
     man = _manifest(cfgs[d[-1]].run_dir)
     repeated = sorted(i for i, times in man.items() if times > 1 and i in top.per["members"])
@@ -219,35 +252,31 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
                           f"seen-once texts {_signed(diff)}: "
                           + (f"**no contrast left** (both at {a.mean():.2f})" if same else
                              direction(diff, more="holds", less="reversed")) + ".")
+    return dup_runs, dup_claims, len(repeated)
 
-    # ---- claim 3: size
-    sz = plan["size"]
-    small, large = sides[sz["smaller"]], sides[sz["larger"]]
+
+def _size_claims(small, large, sz: dict, t: float, margin: float) -> list[str]:
+    """The size claim's lines: the same training texts, the smaller vs the larger model."""
+    from finemem.analysis.compare import outcome_flags, wilson
+    from finemem.metrics.relaxed import paired_diff_ci
+
     shared = sorted(set(small.per["members"]) & set(large.per["members"]))
-    size_claims = []
+    out = []
     for o in ("relaxed", "verbatim", "exact"):
         fs = outcome_flags(small, "members", shared, o, t)
         fl = outcome_flags(large, "members", shared, o, t)
         diff = paired_diff_ci(fs, fl)
-        size_claims.append(f"{o}: {sz['smaller']} {_ci(wilson(fs))}, {sz['larger']} "
-                           f"{_ci(wilson(fl))}; larger minus smaller {_signed(diff)}: "
-                           + direction(diff, more="holds", less="reversed") + ".")
-    size_claims.append(
+        out.append(f"{o}: {sz['smaller']} {_ci(wilson(fs))}, {sz['larger']} "
+                   f"{_ci(wilson(fl))}; larger minus smaller {_signed(diff)}: "
+                   + direction(diff, more="holds", less="reversed") + ".")
+    out.append(
         f"Task cost: test PPL {_ppl(small)} ({sz['smaller']}) vs {_ppl(large)} "
         f"({sz['larger']})"
         + (": not at comparable task performance, so the larger model both fits the task "
            "better and memorizes more; the two are not separated here."
            if small.test_ppl and large.test_ppl and
            abs(small.test_ppl["value"] / large.test_ppl["value"] - 1) > margin else "."))
-    text = render_markdown(
-        "lora_vs_full.md.j2", date=time.strftime("%Y-%m-%d"), n_runs=len(cfgs), total=total,
-        minutes=minutes, c0=c0, ex=c0.audit.section("extraction"), t=f"{t:g}", runs=runs,
-        plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None,
-        method_claims=method_claims, notes=cmp.notes, claimed=f"{claimed:.0%}",
-        lora_said=said, dup_fraction=f"{dup.fraction:.0%}", n_repeated=len(repeated),
-        dup_runs=dup_runs, dup_claims=dup_claims, small_model=small.settings["model"],
-        large_model=large.settings["model"], n_shared=len(shared), size_claims=size_claims)
-    return text.removesuffix("\n")
+    return out
 
 
 def _manifest(run_dir) -> dict[str, int]:

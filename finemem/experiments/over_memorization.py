@@ -11,6 +11,7 @@ computes what is missing.
 
 from __future__ import annotations
 
+import copy
 import time
 from pathlib import Path
 
@@ -59,11 +60,14 @@ class OverMemorization(Experiment):
         from finemem.config import set_path
 
         plan = self.plan()
-        base = get_experiment(plan.get("base", "demo"))
+        # the runs' shared config: `run:` written out (the real-model settings) or the config
+        # of the experiment named by `base` (the demo's)
+        base = None if "run" in plan else get_experiment(plan.get("base", "demo"))
         cfgs = {}
         for name, overrides in plan["runs"].items():
-            raw = base.settings()
+            raw = copy.deepcopy(plan["run"]) if base is None else base.settings()
             raw["run_dir"] = str(Path(out) / name)
+            self.set_model(raw)
             for key, value in {**(plan.get("common") or {}), **(overrides or {})}.items():
                 set_path(raw, key, value)
             cfgs[name] = self.parse_run(raw, source=f"{self.settings_source}: runs.{name}")
@@ -91,7 +95,8 @@ class OverMemorization(Experiment):
             audit_run(cfg.run_dir, progress=self.progress)
             summaries[name] = summarize(cfg.run_dir)
         minutes = (time.time() - t0) / 60
-        write_replication(doc, summaries, cfgs, plan["roles"], minutes=minutes)
+        write_replication(doc, summaries, cfgs, plan["roles"], minutes=minutes,
+                          section=self.section(), model=self.model)
         console.print(f"wrote {doc} ({minutes:.1f} min)")
 
 

@@ -158,10 +158,11 @@ def comparison(s, title: str) -> dict:
 
 
 def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
-                      minutes: float) -> None:
-    """Write the report (templates/over_memorization.md.j2). `roles` maps a role (high_lr,
-    low_lr, lora, mar, merge) to a run name, a key of `summaries` and `cfgs`; only high_lr is
-    required."""
+                      minutes: float, section: str = "experiment:over-memorization",
+                      model: str | None = None) -> None:
+    """Write the report (templates/over_memorization.md.j2) into `section` of `doc`. `roles`
+    maps a role (high_lr, low_lr, lora, mar, merge) to a run name, a key of `summaries` and
+    `cfgs`; only high_lr is required. `model`: the real model of `reproduce --model`."""
     from finemem.experiments import render_markdown
     from finemem.io import write_doc_section
 
@@ -180,7 +181,8 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
     mar = summaries.get(roles.get("mar"))
     mar_final = mar.rows[-1] if mar is not None else None
     text = render_markdown(
-        "over_memorization.md.j2", date=time.strftime("%Y-%m-%d"), minutes=minutes, c=c,
+        "over_memorization.md.j2", model=model, date=time.strftime("%Y-%m-%d"),
+        minutes=minutes, c=c,
         options=_options(c), delta=f"{hi.rule.delta:g}", tau=f"{1 + hi.rule.tau:g}",
         run_lines=[run_line(n, s, cfgs[n]) for n, s in summaries.items()],
         comparisons=comparisons, final=final, high=high,
@@ -192,7 +194,7 @@ def write_replication(doc: Path, summaries: dict, cfgs: dict, roles: dict, *,
         + mitigation_claims(merged_final, merged, final, mar_final))
     doc.parent.mkdir(parents=True, exist_ok=True)
     # The document's other sections (e.g. task-disparity) are left as they are.
-    write_doc_section(doc, "experiment:over-memorization", text)
+    write_doc_section(doc, section, text)
 
 
 def checkpoint_claims(rec, om, k: int) -> list[tuple[str, Measure, str]]:

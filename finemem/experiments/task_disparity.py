@@ -49,7 +49,7 @@ class TaskDisparity(Experiment):
         plan = self.plan()
         cfgs = {}
         for task in plan["tasks"]:
-            raw = _fill(copy.deepcopy(plan["run"]), task)
+            raw = self.set_model(_fill(copy.deepcopy(plan["run"]), task))
             raw["run_dir"] = str(Path(out) / task)
             cfgs[task] = self.parse_run(raw, source=f"{self.settings_source}: run ({task})")
         return cfgs
@@ -70,9 +70,9 @@ class TaskDisparity(Experiment):
             train(cfg, progress=self.progress)
             audit_run(cfg.run_dir, probes=["extraction", "attention"], progress=self.progress)
         minutes = (time.time() - t0) / 60
-        md = report(cfgs, plan, minutes=minutes, plot=Path(doc).parent / "img" /
-                    "task_disparity.png")
-        write_doc_section(doc, "experiment:task-disparity", md)
+        md = report(cfgs, plan, minutes=minutes, plot=self.figure(doc, "task_disparity"),
+                    model=self.model)
+        write_doc_section(doc, self.section(), md)
         console.print(f"wrote the task-disparity section of {doc} ({minutes:.1f} min)")
         return md
 
@@ -94,7 +94,8 @@ def _verdict(diff: tuple[float, float, float], what: str) -> str:
     return f"**not shown** ({what}: {d:+.2f} [{lo:+.2f}, {hi:+.2f}], the interval covers 0)"
 
 
-def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) -> str:
+def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
+           model: str | None = None) -> str:
     """The Markdown section: per-task table at the final checkpoint, curve numbers, the
     high-vs-low contrast overall and within length bins, and what it means for the claim."""
     from finemem.analysis.extraction import (curve_area, example_outcomes, excess,
@@ -195,7 +196,8 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None) 
              + "; by median tokens per probed text: "
              + " > ".join(f"{t} ({medians[t]:.0f})" for t in by_len))
     text = render_markdown(
-        "task_disparity.md.j2", date=time.strftime("%Y-%m-%d"), minutes=minutes, c0=c0, ex=ex,
+        "task_disparity.md.j2", model=model, date=time.strftime("%Y-%m-%d"), minutes=minutes,
+        c0=c0, ex=ex,
         lr=f"{c0.training.lr:g}", tasks=tasks,
         plot=f"{plot.parent.name}/{plot.name}" if plot is not None else None, claims=claims,
         attention=attention, attention_summary=summary, order=order)
