@@ -48,7 +48,8 @@ def test_head_sees_only_loss_positions_and_loss_is_unchanged(kind):
     batch, t = _batch(), TrainingConfig(loss=kind)
     rows = []
     hook = model.lm_head.register_forward_hook(lambda m, i, o: rows.append(i[0].shape[:-1].numel()))
-    parts = forward.head_parts(model, _Acc, t)
+    assert forward.head_parts(model, _Acc, t) is None  # a small head keeps the full forward
+    parts = split_parts(model, t)
     split = forward.batch_loss(model, batch, t, parts, _Acc)
     full = forward.batch_loss(model, batch, t, None, _Acc)
     hook.remove()
@@ -57,6 +58,13 @@ def test_head_sees_only_loss_positions_and_loss_is_unchanged(kind):
     torch.testing.assert_close(split, full, rtol=1e-6, atol=1e-7)
     logits = model(input_ids=batch["input_ids"]).logits
     torch.testing.assert_close(full, causal_lm_loss(logits, batch["labels"], kind=kind))
+
+
+def split_parts(model, t):
+    """The split as a large-vocabulary model gets it, for a test's small one."""
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(forward, "SPLIT_MIN_VOCAB", 0)
+        return forward.head_parts(model, _Acc, t)
 
 
 def test_rows_loss_unknown_kind():
@@ -70,13 +78,15 @@ def _weights(run_dir):
 
 
 def trained_both_ways(raw: dict, tmp_path, monkeypatch) -> tuple[dict, dict]:
-    """The final weights of `raw` trained with the head split (default) and with the full
-    forward (head_parts forced to None)."""
+    """The final weights of `raw` trained with the head split (forced on for these small
+    vocabularies) and with the full forward (head_parts forced to None)."""
     out = {}
     for split in (True, False):
         run = tmp_path / f"run-{split}"
         with monkeypatch.context() as m:
-            if not split:
+            if split:
+                m.setattr(forward, "SPLIT_MIN_VOCAB", 0)
+            else:
                 m.setattr(loop, "head_parts", lambda *a, **k: None)
             train(parse_config({**raw, "run_dir": str(run)}), progress=False)
         out[split] = _weights(run)
