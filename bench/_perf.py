@@ -11,6 +11,12 @@ from pathlib import Path
 
 import torch
 
+from finemem.audit.probes import load_probes
+
+# The benchmarks parse run configs, whose audit sections are the probes' settings: register
+# them first (docs/ARCHITECTURE.md, "the config layer knows what an audit section is").
+load_probes()
+
 DOC = Path(__file__).resolve().parents[1] / "docs" / "PERFORMANCE.md"
 HEADER = ("# Performance\n\nEvery figure is a ratio measured in one run: finemem against the "
           "naive way, on the same model and data. Each section gives the command that "
