@@ -170,7 +170,8 @@ def report(cfgs: dict, plan: dict, *, minutes: float, plot: Path | None = None,
         rhos = [m for (split, name, setting), m in r.metrics.items()
                 if split == "members" and name == "spearman_rho"
                 and json.loads(setting or "{}").get("stat") == "entropy"]
-        vals = [m["value"] for m in rhos if m["value"] == m["value"]]
+        # an undefined rho (a constant column) is stored as None or NaN
+        vals = [m["value"] for m in rhos if m["value"] is not None and m["value"] == m["value"]]
         if not rhos:
             attention.append(f"| {t} | - | not measured | | |")
             continue
