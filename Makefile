@@ -33,12 +33,14 @@ bench-quick: install
 	$(PY) bench/engine.py --quick
 	$(PY) bench/membership.py --quick
 	$(PY) bench/extract.py --quick
+	$(PY) bench/audit.py --quick
 
 bench: install
 	$(PY) bench/train_overhead.py
 	$(PY) bench/engine.py
 	$(PY) bench/membership.py
 	$(PY) bench/extract.py
+	$(PY) bench/audit.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache
