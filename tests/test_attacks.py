@@ -288,3 +288,38 @@ def test_spv_refuses_to_prompt_with_the_scored_nonmembers():
     probe = Membership(MembershipConfig(attacks=["loss", "spv"], nonmembers=3, fprs=[]))
     with pytest.raises(UserError, match="spv attack prompts the model with non-members"):
         probe.prepare(Ctx())
+
+
+def _prepared_membership(attacks, nonmembers, pool_size=30):
+    """A membership probe prepared on a stand-in context: 10 members, a pool of non-members."""
+    from finemem.audit.members import seeded_sample
+    from finemem.audit.probes import get_probe
+    from finemem.data.example import Example
+
+    pool = [Example(prompt=f"q{i}", completion=f"a{i}", id=f"t{i}") for i in range(pool_size)]
+    mem = [Example(prompt=f"m{i}", completion=f"b{i}", id=f"m{i}") for i in range(10)]
+
+    class Ctx:
+        cfg = types.SimpleNamespace(data=types.SimpleNamespace(loss_on="completion"))
+
+        def members(self, n, seed):
+            return [(e, 1) for e in seeded_sample(mem, n, seed)]
+
+        def nonmembers(self, n, seed, members):
+            return seeded_sample(pool, n, seed)
+
+    probe = get_probe("membership")
+    p = probe(probe.Config(members=10, nonmembers=nonmembers, attacks=attacks, fprs=[0.1]))
+    p.prepare(Ctx())
+    return [str(e.id) for e in p.non], [str(e.id) for e in p.prefix]
+
+
+def test_recall_prefix_comes_from_beyond_the_scored_nonmembers():
+    # adding ReCaLL must not change who is scored: the trajectory reads earlier checkpoints'
+    # rows of the same examples (it silently fell back to the base-only path before)
+    alone, _ = _prepared_membership(["loss"], 20)
+    with_recall, prefix = _prepared_membership(["loss", "recall"], 20)
+    assert with_recall == alone and len(prefix) == 2 and not set(prefix) & set(alone)
+    # an exhausted pool: the prefix is taken from the scored ones, which are then 28
+    scored, prefix = _prepared_membership(["loss", "recall"], 30)
+    assert len(scored) == 28 and len(prefix) == 2 and not set(prefix) & set(scored)

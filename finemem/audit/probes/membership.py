@@ -27,6 +27,7 @@ from finemem.audit import measures
 from finemem.audit.attacks import (attack_names, attack_scores, check_attacks, needs_of,
                                    refused_fprs, separation)
 from finemem.audit.attacks._provide import HISTORY_SPLIT, providers
+from finemem.audit.members import seeded_sample
 from finemem.audit.probes import Probe, register_probe
 from finemem.config import Section
 
@@ -90,13 +91,24 @@ class Membership(Probe):
         self.mem = [e for e, _ in ctx.members(n=c.members, seed=c.seed)]
         need = needs_of(list(c.attacks))
         extra = c.recall_shots if "prefixed" in need else 0
-        non = ctx.nonmembers(n=c.nonmembers + extra, seed=c.seed, members=self.mem)
-        if extra and len(non) <= extra + 1:
-            raise UserError(f"ReCaLL needs {extra} non-members for its prefix besides the "
-                            f"non-members scored; the pool has {len(non)}",
-                            field="audit.membership.recall_shots")
-        self.prefix = non[len(non) - extra:] if extra else []
-        self.non = non[: len(non) - extra] if extra else non
+        self.non = ctx.nonmembers(n=c.nonmembers, seed=c.seed, members=self.mem)
+        self.prefix = []
+        if extra:
+            # ReCaLL's prefix comes from beyond the scored non-members, so adding the attack
+            # does not change who is scored (the trajectory reads earlier checkpoints' rows
+            # of the same examples); only an exhausted pool gives up scored ones for it
+            chosen = {str(e.id) for e in self.non}
+            rest = [e for e in ctx.nonmembers(n=None, seed=c.seed, members=self.mem)
+                    if str(e.id) not in chosen]
+            if len(rest) >= extra:
+                self.prefix = seeded_sample(rest, extra, c.seed)
+            elif len(self.non) <= extra + 1:
+                raise UserError(f"ReCaLL needs {extra} non-members for its prefix besides the "
+                                f"non-members scored; the pool has {len(self.non)}",
+                                field="audit.membership.recall_shots")
+            else:
+                self.prefix = self.non[len(self.non) - extra:]
+                self.non = self.non[: len(self.non) - extra]
         self.pool = []
         if need & {"frequency", "neighbours", "self_reference"}:
             # the reference corpus: non-members that are not scored (else the table has seen
