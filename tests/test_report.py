@@ -167,3 +167,32 @@ def test_dynamics_ppl_log_axis_base_apart():
     assert ax.get_yscale() == "log" and hi < 20 and lo < 1.2      # scaled to the fine-tuned
     assert any("1750" in t.get_text() for t in ax.texts)          # base shown apart, labelled
     plt.close(fig)
+
+
+def test_membership_note_counts_the_rows_it_shows():
+    # a run audited twice with other non-member counts keeps both audits' rows: the note
+    # must count the shown (latest) rows, not quote the first audit's counts
+    from finemem.report.sections.membership import membership_grid
+
+    def row(ck, non, value):
+        return {"checkpoint": ck, "split": "membership", "name": "membership_auc", "n": 64,
+                "value": value, "lo": value - 0.1, "hi": value + 0.1,
+                "settings": {"attack": "loss", "nonmembers": non}}
+
+    class Run:
+        rows = [row("base", 64, 0.52), row("step-1", 64, 0.87),
+                row("base", 48, 0.53), row("step-1", 48, 0.89)]
+
+        def metric_rows(self, split=None, name=None):
+            return [r for r in self.rows if (split is None or r["split"] == split)
+                    and (name is None or r["name"] == name)]
+
+        def checkpoint_order(self):
+            return ["base", "step-1"]
+
+    g = membership_grid(Run())
+    assert [r[2].split()[0] for r in g.rows] == ["0.530", "0.890"]   # the latest rows
+    assert g.notes[0] == "64 members, 48 non-members."
+    Run.rows = Run.rows[:3]                                          # step-1 audited once
+    assert "64 members vs 48 non-members, 64 members vs 64 non-members" in \
+        membership_grid(Run()).notes[0]

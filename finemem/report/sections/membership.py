@@ -43,14 +43,24 @@ def membership_grid(run) -> Grid | None:
                [x for x in out if x[0] == ck]
                + ([[ck, "blind baseline (text only)", ci(blind[ck])] + ["-"] * len(fprs)]
                   if ck in blind else [])]
-    first = aucs[0]
-    notes = [f"{first['n']} members, {first['settings'].get('nonmembers')} non-members."]
+    notes = [_population_note(cell.get((r[0], "membership_auc", r[1], None)) for r in out)]
     shift = blind_shift(run)
     if shift:
         notes.insert(0, shift)
     if not fprs:
         notes.append("No TPR at low FPR: too few non-members (TPR at 1% FPR needs >= 100).")
     return Grid("Membership inference per checkpoint (95% intervals)", headers, out, notes)
+
+
+def _population_note(shown) -> str:
+    """How many members and non-members the shown AUCs compare. A run audited twice with
+    other counts keeps both audits' rows; each cell shows the one written last (the store
+    reads rows in write order), and the note says so rather than quoting one audit's counts."""
+    pops = list(dict.fromkeys((r["n"], r["settings"].get("nonmembers")) for r in shown if r))
+    if len(pops) == 1:
+        return f"{pops[0][0]} members, {pops[0][1]} non-members."
+    return ("Audits with different counts are stored; each cell shows the latest: "
+            + ", ".join(f"{m} members vs {n} non-members" for m, n in pops) + ".")
 
 
 def blind_shift(run) -> str | None:
