@@ -8,6 +8,37 @@ from typing import Optional
 import typer
 
 
+def _cell(v) -> str:
+    from rich.markup import escape
+
+    if v is None:
+        return "-"
+    return escape(f"{v:.3g}" if isinstance(v, float) else str(v))
+
+
+def fit_columns(cols: list[str], rows: list[dict], *, first: list[str], width: int,
+                preview: int = 24) -> tuple[list[str], list[str]]:
+    """The columns that fit a terminal `width` (the `first` ones first, then in `cols` order;
+    the preview gets what is left, at least `preview` characters) and those left out.
+
+    >>> fit_columns(["record", "a_long_column", "pct_loss", "preview"],
+    ...             [{"record": "r1", "a_long_column": 1, "pct_loss": 99.5}],
+    ...             first=["record", "pct_loss"], width=50)
+    (['record', 'pct_loss', 'preview'], ['a_long_column'])
+    """
+    order = [c for c in first if c in cols] + [c for c in cols
+                                              if c not in first and c != "preview"]
+    chosen, used, left = [], preview + 4, []
+    for c in order:
+        w = max([len(c)] + [len(_cell(r.get(c))) for r in rows]) + 3  # borders and padding
+        if used + w > width and len(chosen) >= 2:
+            left.append(c)
+            continue
+        chosen.append(c)
+        used += w
+    return chosen + (["preview"] if "preview" in cols else []), left
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def risk(run_dir: Path,
@@ -36,13 +67,19 @@ def register(app: typer.Typer) -> None:
         get_attack(attack, field_name="--attack")
         reg = risk_register(run_dir, at=at, attack=attack, show_secrets=show_secrets)
         con = Console()
-        cols = [c for c in columns(reg.rows) if c != "preview"][:10] + ["preview"]
+        shown = reg.rows[:top]
+        cols, left = fit_columns(columns(reg.rows), shown, first=["record", f"pct_{attack}", "secrets_greedy",
+                                                   "extraction_category", "tpr_at_score"],
+                                 width=con.width)
         t = Table(title=f"Records most at risk at {reg.checkpoint}")
         for c in cols:
-            t.add_column(c, overflow="fold", max_width=48 if c == "preview" else 14)
-        for r in reg.rows[:top]:
-            t.add_row(*["-" if r.get(c) is None else escape(str(r.get(c))) for c in cols])
+            t.add_column(c, overflow="fold", no_wrap=c != "preview")
+        for r in shown:
+            t.add_row(*[_cell(r.get(c)) for c in cols])
         con.print(t)
+        if left:
+            con.print(escape(f"{len(left)} more columns ({', '.join(left)}): every column is "
+                             "in the export, --out risk.csv"))
         for n in reg.notes:
             con.print(escape(n))
         if out is not None:
