@@ -75,16 +75,32 @@ def test_spec_hash_inputs_cover_tasks_and_seeds():
 
 
 def test_spec_hash_follows_the_generated_text(monkeypatch):
-    """The cache key changes when a task's pretraining text changes, not when its code does."""
+    """The cache key changes when a task's pretraining text changes, not when its code does
+    (the spec is computed once per process: the code cannot change under a running one)."""
     from finemem.data.tasks.arith import ArithTask
+    from finemem.models import base
 
-    before = build_spec("test")["corpus"]["sample_sha"]
+    def sha():
+        monkeypatch.setattr(base, "_SPECS", {})
+        return build_spec("test")["corpus"]["sample_sha"]
+
+    before = sha()
     original = ArithTask.pretrain_texts
     monkeypatch.setattr(ArithTask, "pretrain_texts", lambda self, n, seed=0: original(self, n, seed))
-    assert build_spec("test")["corpus"]["sample_sha"] == before  # same text, new code
+    assert sha() == before  # same text, new code
     monkeypatch.setattr(ArithTask, "pretrain_texts",
                         lambda self, n, seed=0: [t + "!" for t in original(self, n, seed)])
-    assert build_spec("test")["corpus"]["sample_sha"] != before
+    assert sha() != before
+
+
+def test_the_spec_is_computed_once_per_process_and_task_set(monkeypatch):
+    from finemem.models import base
+
+    monkeypatch.setattr(base, "_SPECS", {})
+    first = build_spec("test")
+    monkeypatch.setattr(base, "_build_spec", lambda *a: pytest.fail("computed twice"))
+    first["size"]["steps"] = -1                        # a caller's change stays its own
+    assert build_spec("test")["size"]["steps"] != -1
 
 
 def test_temp_folders_of_dead_builds_are_removed(tmp_path):

@@ -22,6 +22,7 @@ with each part tokenized separately (add_special_tokens=False).
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -135,9 +136,23 @@ def _remove_dead_builds(root: Path) -> None:
             pass  # no or unreadable BUILDER file, or a pid we may not signal: leave it
 
 
+_SPECS: dict = {}
+
+
 def build_spec(size: str, overrides: dict | None = None) -> dict:
     """Everything a base model is built from; its hash names the cache folder. `overrides`:
-    keys of SIZES[size] set to other numbers."""
+    keys of SIZES[size] set to other numbers. Computed once per process and set of registered
+    tasks (drawing the corpus sample takes about a second, and every command that resolves
+    `builtin:SIZE` asks, some several times)."""
+    from finemem.data.tasks import task_names
+
+    key = (size, json.dumps(overrides or {}, sort_keys=True), tuple(task_names()))
+    if key not in _SPECS:
+        _SPECS[key] = _build_spec(size, overrides)
+    return copy.deepcopy(_SPECS[key])
+
+
+def _build_spec(size: str, overrides: dict | None) -> dict:
     from finemem.data.tasks import get_task, task_names
 
     dims = _override(size, overrides or {})
