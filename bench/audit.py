@@ -200,10 +200,10 @@ def main(argv=None) -> int:
         agree, bad = compare(copy, naive)
     ratio = t_naive / t_ours
     p = naive["parts"]
+    cmd = "bench/audit.py" + (f" --model {args.model}" if real else "")
     md = "\n".join([
-        f"## Whole audit of one checkpoint (`bench/audit.py{' --model ' + args.model if real else ''}`)",
-        "",
-        f"Command: `python bench/audit.py{' --model ' + args.model if real else ''}` — `{model}` "
+        f"## Whole audit of one checkpoint (`{cmd}`)", "",
+        f"Command: `python {cmd}` — `{model}` "
         f"fine-tuned on {n} builtin:qa texts ({'LoRA r16, 1 epoch' if real else 'full, 4 epochs'}"
         f"; {t_train:.0f} s); its last checkpoint audited with likelihood + membership (the "
         f"six default attacks, blind baseline) + extraction, {n} members and {n} non-members "

@@ -68,9 +68,9 @@ def register(app: typer.Typer) -> None:
         reg = risk_register(run_dir, at=at, attack=attack, show_secrets=show_secrets)
         con = Console()
         shown = reg.rows[:top]
-        cols, left = fit_columns(columns(reg.rows), shown, first=["record", f"pct_{attack}", "secrets_greedy",
-                                                   "extraction_category", "tpr_at_score"],
-                                 width=con.width)
+        first = ["record", f"pct_{attack}", "secrets_greedy", "extraction_category",
+                 "tpr_at_score"]
+        cols, left = fit_columns(columns(reg.rows), shown, first=first, width=con.width)
         t = Table(title=f"Records most at risk at {reg.checkpoint}")
         for c in cols:
             t.add_column(c, overflow="fold", no_wrap=c != "preview")
