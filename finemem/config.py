@@ -294,6 +294,11 @@ class AuditConfig(BaseModel):
     workers: int = Field(1, ge=1, description="processes the checkpoints are split over (each "
                                               "with its share of the CPU threads); results "
                                               "equal up to float summation order")
+    share_passes: bool | None = Field(
+        None, description="score the texts the probes ask for once per checkpoint, each cut "
+                          "read off one pass (None = for models with an output head of >= "
+                          "16,384 words, where a pass is costly; equal up to float summation "
+                          "order)")
 
     @model_validator(mode="before")
     @classmethod

@@ -183,3 +183,21 @@ def test_run_without_checkpoints_is_just_the_base(tmp_path):
 def test_not_a_run_folder(tmp_path):
     with pytest.raises(UserError, match="config.yaml"):
         load_run_checkpoints(tmp_path)
+
+
+def test_large_models_audit_lora_merged_and_come_back_to_the_base(tmp_path, monkeypatch):
+    """On a large model (here: any head, by lowering the threshold) each adapter is merged
+    for inference and unmerged at the next swap: the scores equal the unmerged adapter's and
+    the base's own up to float rounding, whatever the order of swaps."""
+    import importlib
+
+    monkeypatch.setattr(importlib.import_module("finemem.engine.score"), "LARGE_HEAD", 0)
+    run, base_dir, tok = _run(tmp_path, "lora")
+    pairs = encode_all(tok, texts(6, seed=4))
+    refs = load_run_checkpoints(run)
+    order = [refs[1], refs[0], refs[2], refs[3], refs[0], refs[2]]
+    for ref, model in iter_models(run, refs=order, device="cpu"):
+        if ref.kind == "lora":
+            assert any(getattr(m, "merged", False) for m in model.modules())
+        for x, y in zip(score(model, pairs), score(_fresh(ref, base_dir), pairs)):
+            assert np.max(np.abs(x.logprob - y.logprob)) < 1e-5

@@ -144,6 +144,29 @@ class AuditContext:
                 self._tokens[key] = (p.context, p.target)
         return self._tokens[key]
 
+    def score_request(self, examples: list[Example], *, loss_on: str = "completion"):
+        """What `score` will ask the engine for, as a request a probe hands the loop
+        (`Probe.requests`) so that the texts several probes score are read once."""
+        return engine.ScoreRequest(_score_setting(loss_on), [str(ex.id) for ex in examples],
+                                   [self._encode(ex, loss_on) for ex in examples])
+
+    def token_request(self, ids: list[str], pairs: list[tuple[list, list]], *, setting: str):
+        """What `score_tokens` will ask the engine for, as a request (`score_request`)."""
+        return engine.ScoreRequest(setting, [str(i) for i in ids], pairs)
+
+    def prefetch(self, ref, model, requests: list) -> None:
+        """Score the probes' requests for `ref` together, one pass per distinct token
+        sequence (`engine.share`), into the cache their own calls then read. Where
+        `audit.share_passes` is unset, only for models where a pass is costly
+        (`engine.worth_sharing`)."""
+        on = self.cfg.audit.share_passes
+        if not requests or model is None or on is False or (on is None and
+                                                            not engine.worth_sharing(model)):
+            return
+        n = sum(len(r.ids) for r in requests)
+        self.phase(f"scoring {n} requested pairs, one pass per distinct text")
+        engine.score_shared(self.store, ref.content_hash, model, requests)
+
     def score_tokens(self, ref, model, ids: list[str], pairs: list[tuple[list, list]], *,
                      setting: str):
         """Teacher-forced scores of token pairs (context, target) a probe cut itself;

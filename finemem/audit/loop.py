@@ -215,6 +215,9 @@ def _checkpoints(ctx: AuditContext, refs, active: list, keys: dict, cfg: RunConf
                                              dtype=cfg.dtype):
             todo = _todo(ctx, active, keys, ref)
             ddp.barrier()  # launched: as above, per checkpoint
+            if todo:  # the probes' scores in shared passes (where it pays: ctx.prefetch)
+                ctx.phase = _phase(bar, task, f"audit {ref.name}", plain)
+                ctx.prefetch(ref, model, [r for p in todo for r in p.requests(ctx, ref)])
             for probe in todo:
                 ctx.phase = _phase(bar, task, f"audit {ref.name} {probe.name}", plain)
                 probe.run(ctx, ref, model)

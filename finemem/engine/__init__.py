@@ -13,7 +13,9 @@ Usage:
   * `load_run_checkpoints` / `iter_models`: the base (step 0) and every checkpoint of a run,
     swapping LoRA adapters or heads instead of reloading;
   * `score_cached` / `generate_cached` / `attention_cached`: the same (and the attention
-    statistics of `engine.attention`), cached per example in the results store.
+    statistics of `engine.attention`), cached per example in the results store;
+  * `score_shared`: many requests' pairs in one pass per distinct token sequence, written to
+    the same cache (`engine.share`).
 """
 
 from finemem.engine.cache import attention_cached, generate_cached, id_seed, score_cached
@@ -21,6 +23,8 @@ from finemem.engine.checkpoints import (CheckpointRef, iter_models, list_merges,
                                         load_run_checkpoints)
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
+from finemem.engine.share import ScoreRequest, score_shared, worth_sharing
 
-__all__ = ["CheckpointRef", "attention_cached", "Generation", "TokenScores", "generate", "generate_cached",
-           "id_seed", "iter_models", "list_merges", "load_run_checkpoints", "score", "score_cached"]
+__all__ = ["CheckpointRef", "attention_cached", "Generation", "ScoreRequest", "TokenScores",
+           "generate", "generate_cached", "id_seed", "iter_models", "list_merges",
+           "load_run_checkpoints", "score", "score_cached", "score_shared", "worth_sharing"]

@@ -42,6 +42,10 @@ _CHUNK_ELEMS = 1 << 23  # logits per reduction chunk (32 MiB in float32)
 # On CPU, batches past a few thousand tokens spill the caches: builtin:tiny scores 256 x 64
 # tokens in 0.20 s at 2048 tokens per batch and 0.43 s at 16384 (2 cores).
 _CPU_TOKENS = 2048
+# Heads of at least this many words (real pretrained LMs: SmolLM2 49,152) make a pass costly
+# enough for the training split (finemem.train.forward) and shared audit passes
+# (finemem.engine.share); the built-in models (a few thousand words) keep their exact paths.
+LARGE_HEAD = 16384
 _LOGP_FLOOR = -1e4  # log p below this has p == 0 in float32; keeps 0 * log 0 finite
 
 
@@ -157,6 +161,16 @@ def split_head(model):
     if body is None or not isinstance(head, torch.nn.Linear):
         return None
     return body, head
+
+
+def large_model(model) -> bool:
+    """Whether `model`'s output head has at least `LARGE_HEAD` words (a real pretrained LM),
+    where a pass costs seconds on a CPU. The engine takes its faster paths there (shared
+    passes, `finemem.engine.share`; LoRA adapters merged for inference,
+    `finemem.engine.checkpoints`), equal to the exact ones up to float rounding; the built-in
+    models keep the exact paths, so figures published from them reproduce bit for bit."""
+    parts = split_head(model) if model is not None else None
+    return parts is not None and parts[1].out_features >= LARGE_HEAD
 
 
 def forward_params(model) -> set[str]:

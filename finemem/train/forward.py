@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import torch
 
-from finemem.engine.score import split_head
+from finemem.engine.score import LARGE_HEAD, split_head
 from finemem.train.loss import IGNORE, causal_lm_loss, rows_loss, shift_labels
 
 
-SPLIT_MIN_VOCAB = 16384
+SPLIT_MIN_VOCAB = LARGE_HEAD
 
 
 def head_parts(model, acc, training):

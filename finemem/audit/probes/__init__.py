@@ -11,6 +11,7 @@ A probe is a module in this package with a `Probe` subclass decorated `@register
         class Config(Section):          # its section, `audit: {likelihood: {...}}`
             train_sample: int = Field(200, gt=0)
         def prepare(self, ctx): ...     # once per run: load and encode its data
+        def requests(self, ctx, ref): ...     # optional: the scores run() will ask for
         def run(self, ctx, ref, model): ...   # once per checkpoint: ask the engine, store metrics
 
 The audit loop (`finemem.audit.loop`) loads every checkpoint once and runs each requested probe
@@ -54,6 +55,13 @@ class Probe(ABC):
 
     def prepare(self, ctx) -> None:
         """Once per run, before any checkpoint: load data, check settings."""
+
+    def requests(self, ctx, ref) -> list:
+        """The scores `run` will ask for on `ref`, as `ctx.score_request` /
+        `ctx.token_request` objects: the loop scores every probe's requests together, one
+        pass per distinct text (`AuditContext.prefetch`). Optional: what is not requested is
+        scored by the probe's own calls."""
+        return []
 
     @abstractmethod
     def run(self, ctx, ref, model) -> None:

@@ -77,6 +77,9 @@ class CanariesProbe(Probe):
                 Console(stderr=True).print(f"[yellow]canaries:[/] {why} (twins)")
         self.inputs = [[c.id, c.tier, c.prompt, c.completion] for c in self.cans]
 
+    def requests(self, ctx, ref) -> list:
+        return [ctx.score_request(self.examples, loss_on="completion")]
+
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
         ctx.phase(f"canaries: scoring {len(self.examples)} canaries and twins")

@@ -348,6 +348,11 @@ class Extraction(Probe):
         return f"extract:{self.cut[0]}:{self.cut[1]}"
 
     # ------------------------------------------------------------------ per checkpoint
+    def requests(self, ctx, ref) -> list:
+        return [ctx.token_request([i.id for i in self.items[split]],
+                                  [(i.prefix, i.suffix) for i in self.items[split]],
+                                  setting=self.pair_setting()) for split in SETS]
+
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
         p_tok, s_tok = self.cut

@@ -42,6 +42,10 @@ class Likelihood(Probe):
         self.inputs = [[split, loss_on, [[e.id, e.prompt, e.completion] for e in exs]]
                        for split, exs, loss_on in self.parts]
 
+    def requests(self, ctx, ref) -> list:
+        return [ctx.score_request(examples, loss_on=loss_on)
+                for _, examples, loss_on in self.parts]
+
     def run(self, ctx, ref, model) -> None:
         for split, examples, loss_on in self.parts:
             ctx.phase(f"{split} PPL")

@@ -154,6 +154,9 @@ class Membership(Probe):
             return auc, lo, hi
         return ctx.once(("blind-baseline", self.done_key()), run)
 
+    def requests(self, ctx, ref) -> list:
+        return [ctx.score_request(self.mem + self.non, loss_on=self.loss_on)]
+
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
         exs = self.mem + self.non
