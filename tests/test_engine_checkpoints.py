@@ -9,7 +9,7 @@ import pytest
 import torch
 import yaml
 
-from finemem.engine import generate, iter_models, load_run_checkpoints, score
+from finemem.engine import adapter_off, generate, iter_models, load_run_checkpoints, score
 from finemem.errors import UserError
 from test_engine_helpers import char_tokenizer, encode_all, reference_scores, texts, tiny_llama
 
@@ -201,3 +201,15 @@ def test_large_models_audit_lora_merged_and_come_back_to_the_base(tmp_path, monk
             assert any(getattr(m, "merged", False) for m in model.modules())
         for x, y in zip(score(model, pairs), score(_fresh(ref, base_dir), pairs)):
             assert np.max(np.abs(x.logprob - y.logprob)) < 1e-5
+        if ref.kind == "lora":  # the base without a second copy, then the adapter again
+            with adapter_off(model) as off:
+                for x, y in zip(score(off, pairs), score(_fresh(refs[0], base_dir), pairs)):
+                    assert np.max(np.abs(x.logprob - y.logprob)) < 1e-5
+            assert any(getattr(m, "merged", False) for m in model.modules())
+            for x, y in zip(score(model, pairs), score(_fresh(ref, base_dir), pairs)):
+                assert np.max(np.abs(x.logprob - y.logprob)) < 1e-5
+
+
+def test_adapter_off_of_a_plain_model_is_none():
+    with adapter_off(tiny_llama(8, seed=0)) as off:
+        assert off is None

@@ -208,12 +208,22 @@ class AuditContext:
     def base_scores(self, ref, model, examples: list[Example], *, loss_on: str) -> list:
         """The base model's scores of `examples`: `ref`'s own when it is the base; else the
         base pass cached in the store (the audit loop visits step 0 first, so it is computed
-        once), or, when it is missing (a parallel audit reached this checkpoint first), the
-        base loaded through the engine and scored once."""
+        once), or, when it is missing (a parallel audit reached this checkpoint first, or the
+        base was left out), the base scored once: the LoRA model in hand with its adapter
+        off, else the base loaded through the engine."""
         base = self.base_ref()
         if ref.content_hash == base.content_hash:
             return self.score(ref, model, examples, loss_on=loss_on)
+        if ref.kind == "lora" and not self._all_cached(base, examples, loss_on):
+            with engine.adapter_off(model) as off:
+                if off is not None:
+                    return self.score(base, off, examples, loss_on=loss_on)
         return self._scores_of(self.run_dir, base, examples, loss_on=loss_on)
+
+    def _all_cached(self, ref, examples: list[Example], loss_on: str) -> bool:
+        ids = [str(e.id) for e in examples]
+        return len(self.store.get_examples(ref.content_hash, _score_setting(loss_on), "score",
+                                           ids)) == len(ids)
 
     def self_reference_scores(self, ref, model, examples: list[Example], *,
                               prompts: list[Example], loss_on: str, max_new_tokens: int,
@@ -238,9 +248,7 @@ class AuditContext:
         """Scores of `examples` under another model than the one the loop holds (the base, a
         reference): the rows cached in the store, or that model loaded through the engine
         from `run_dir` and scored once."""
-        ids = [str(e.id) for e in examples]
-        have = self.store.get_examples(ref.content_hash, _score_setting(loss_on), "score", ids)
-        if len(have) == len(ids):
+        if self._all_cached(ref, examples, loss_on):
             try:  # every row cached: the engine serves them without a model
                 return self.score(ref, None, examples, loss_on=loss_on)
             except AttributeError:  # a stale row (other tokens) needs the model after all

@@ -19,12 +19,12 @@ Usage:
 """
 
 from finemem.engine.cache import attention_cached, generate_cached, id_seed, score_cached
-from finemem.engine.checkpoints import (CheckpointRef, iter_models, list_merges,
+from finemem.engine.checkpoints import (CheckpointRef, adapter_off, iter_models, list_merges,
                                         load_run_checkpoints)
 from finemem.engine.generate import Generation, generate
 from finemem.engine.score import TokenScores, score
 from finemem.engine.share import ScoreRequest, score_shared, worth_sharing
 
-__all__ = ["CheckpointRef", "attention_cached", "Generation", "ScoreRequest", "TokenScores",
+__all__ = ["CheckpointRef", "adapter_off", "attention_cached", "Generation", "ScoreRequest", "TokenScores",
            "generate", "generate_cached", "id_seed", "iter_models", "list_merges",
            "load_run_checkpoints", "score", "score_cached", "score_shared", "worth_sharing"]

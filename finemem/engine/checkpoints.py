@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import gc
 import json
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -132,6 +133,26 @@ def iter_models(run_dir: str | Path, refs: list[CheckpointRef] | None = None, *,
             swap.close()
             del swap
             _free(dev)
+
+
+@contextmanager
+def adapter_off(model):
+    """Inside the block, `model` (LoRA-wrapped, as `iter_models` yields a lora checkpoint) is
+    its base: a merged adapter unmerged, the adapters disabled; restored after. So the base's
+    scores need no second copy of the weights (SmolLM2-135M: 538 MB and a load). Yields None
+    for a model without LoRA adapters."""
+    if not (hasattr(model, "peft_config") and hasattr(model, "disable_adapter")):
+        yield None
+        return
+    merged = any(getattr(m, "merged", False) for m in model.modules())
+    if merged:
+        model.unmerge_adapter()
+    try:
+        with model.disable_adapter():
+            yield model
+    finally:
+        if merged:
+            model.merge_adapter()
 
 
 def _adapter_shape(path: Path) -> dict:
