@@ -142,3 +142,24 @@ def test_audit_with_shared_passes_gives_the_same_figures(tmp_path):
     # per checkpoint: 24 train + 24 test texts once, instead of also the non-members' whole
     # texts and both sets' extraction cuts
     assert items[True] < items[False]
+
+
+def test_generation_requests_with_the_same_settings_run_as_one_call(tmp_path, monkeypatch):
+    from finemem.engine import GenerationRequest, generate, generate_cached, generate_shared
+
+    model, tok, pairs, _ = memorized()
+    prompts = [c for c, _ in pairs[:10]]
+    a = GenerationRequest("g", [f"m{i}" for i in range(5)], prompts[:5], {"max_new_tokens": 6})
+    b = GenerationRequest("g", [f"n{i}" for i in range(5)], prompts[5:], {"max_new_tokens": 6})
+    other = GenerationRequest("g", ["x"], prompts[:1], {"max_new_tokens": 3})
+    counter = Counting(generate)
+    monkeypatch.setattr(cache_mod, "generate", counter)
+    with Store(tmp_path / "r.sqlite") as store:
+        assert generate_shared(store, "h", model, tok, [a, b, other]) == 2  # two settings
+        assert counter.calls == 2  # m0-m4 and n0-n4 together, x alone
+        for r in (a, b, other):  # the probes' own calls read the rows
+            got = generate_cached(store, "h", r.setting, model, tok, r.ids, r.prompts,
+                                  **r.options)
+            alone = generate(model, tok, r.prompts, **r.options)
+            assert [g[0].token_ids for g in got] == [g[0].token_ids for g in alone]
+        assert counter.calls == 2

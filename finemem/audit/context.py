@@ -154,18 +154,29 @@ class AuditContext:
         """What `score_tokens` will ask the engine for, as a request (`score_request`)."""
         return engine.ScoreRequest(setting, [str(i) for i in ids], pairs)
 
+    def generation_request(self, ids: list[str], prompts: list[list[int]], *, setting: str,
+                           **kw):
+        """What `generate_tokens` will ask the engine for, as a request (`score_request`)."""
+        return engine.GenerationRequest(setting, [str(i) for i in ids], prompts, kw)
+
     def prefetch(self, ref, model, requests: list) -> None:
-        """Score the probes' requests for `ref` together, one pass per distinct token
-        sequence (`engine.share`), into the cache their own calls then read. Where
-        `audit.share_passes` is unset, only for models where a pass is costly
-        (`engine.worth_sharing`)."""
+        """Run the probes' requests for `ref` together into the cache their own calls then
+        read (`engine.share`): scores one pass per distinct token sequence, generations with
+        the same settings in one call. Where `audit.share_passes` is unset, only for models
+        where a pass is costly (`engine.worth_sharing`)."""
         on = self.cfg.audit.share_passes
         if not requests or model is None or on is False or (on is None and
                                                             not engine.worth_sharing(model)):
             return
-        n = sum(len(r.ids) for r in requests)
-        self.phase(f"scoring {n} requested pairs, one pass per distinct text")
-        engine.score_shared(self.store, ref.content_hash, model, requests)
+        scores = [r for r in requests if isinstance(r, engine.ScoreRequest)]
+        gens = [r for r in requests if isinstance(r, engine.GenerationRequest)]
+        if scores:
+            n = sum(len(r.ids) for r in scores)
+            self.phase(f"scoring {n} requested pairs, one pass per distinct text")
+            engine.score_shared(self.store, ref.content_hash, model, scores)
+        if gens:
+            self.phase(f"generating for {sum(len(r.ids) for r in gens)} requested prompts")
+            engine.generate_shared(self.store, ref.content_hash, model, self.tokenizer, gens)
 
     def score_tokens(self, ref, model, ids: list[str], pairs: list[tuple[list, list]], *,
                      setting: str):

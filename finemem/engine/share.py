@@ -1,9 +1,11 @@
 """One forward pass per distinct token sequence: score requests whose tokens begin a longer
-request's sequence are read off that sequence's pass.
+request's sequence are read off that sequence's pass. And generation requests with the same
+settings in one call, so its batches are full.
 
 Usage:
     reqs = [ScoreRequest("score:all", ids, pairs), ScoreRequest("extract:16:32", ids, cut)]
     score_shared(store, ref.content_hash, model, reqs)   # fills the per-example cache
+    generate_shared(store, ref.content_hash, model, tok, [GenerationRequest(...), ...])
     engine.score_cached(store, ref.content_hash, "extract:16:32", model, ids, cut)  # served
 
 Why it is exact: under a causal mask the scores at the first n positions of a sequence do not
@@ -22,12 +24,13 @@ them as usual.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 
 from finemem import distributed as ddp
 from finemem import faults
-from finemem.engine.cache import _crc, _check_ids, pack_scores, unpack_scores
-from finemem.engine.score import TokenScores, large_model, score
+from finemem.engine.cache import _check_ids, _crc, generate_cached, pack_scores, unpack_scores
+from finemem.engine.score import TokenScores, _device, large_model, score
 
 _MOD = (1 << 61) - 1  # prefix hashes: polynomial mod a Mersenne prime, checked token by token
 _BASE = 1_000_003
@@ -40,6 +43,43 @@ class ScoreRequest:
     setting: str
     ids: list[str]
     pairs: list[tuple[list[int], list[int]]]
+
+
+@dataclass
+class GenerationRequest:
+    """Prompts a probe will continue at one checkpoint (`generate_cached` options in
+    `options`), under its cache `setting`."""
+
+    setting: str
+    ids: list[str]
+    prompts: list[list[int]]
+    options: dict
+
+
+# Rows a batch when requests are generated together on a CPU: SmolLM2-135M on 2 cores
+# continued 128 prompts by 32 tokens in 11.6 s at 128 rows a batch and 12.8-13.6 s at 64
+# (the engine's default), the weights read once per step for twice the rows.
+CPU_GENERATION_ROWS = 128
+
+
+def generate_shared(store, ckpt_hash: str, model, tokenizer,
+                    requests: list[GenerationRequest]) -> int:
+    """Continue the requests' prompts that the store does not hold yet, those with the same
+    setting and options in one `generate_cached` call (the probes' own calls then read the
+    rows). Returns the number of calls made."""
+    groups: dict[tuple[str, str], tuple[dict, dict]] = {}
+    for r in requests:
+        key = (r.setting, json.dumps(r.options, sort_keys=True, default=str))
+        prompts = groups.setdefault(key, ({}, r.options))[0]
+        for eid, p in zip(_check_ids(r.ids, r.prompts, "generate_shared"), r.prompts):
+            prompts.setdefault(eid, p)
+    if ddp.active():
+        return 0
+    rows = {"batch_size": CPU_GENERATION_ROWS} if _device(model).type == "cpu" else {}
+    for (setting, _), (prompts, options) in groups.items():
+        generate_cached(store, ckpt_hash, setting, model, tokenizer, list(prompts),
+                        list(prompts.values()), **{**rows, **options})
+    return len(groups)
 
 
 def worth_sharing(model) -> bool:

@@ -57,10 +57,10 @@ class Probe(ABC):
         """Once per run, before any checkpoint: load data, check settings."""
 
     def requests(self, ctx, ref) -> list:
-        """The scores `run` will ask for on `ref`, as `ctx.score_request` /
-        `ctx.token_request` objects: the loop scores every probe's requests together, one
-        pass per distinct text (`AuditContext.prefetch`). Optional: what is not requested is
-        scored by the probe's own calls."""
+        """The scores and generations `run` will ask for on `ref`, as `ctx.score_request` /
+        `ctx.token_request` / `ctx.generation_request` objects: the loop runs every probe's
+        requests together, scores one pass per distinct text (`AuditContext.prefetch`).
+        Optional: what is not requested is computed by the probe's own calls."""
         return []
 
     @abstractmethod

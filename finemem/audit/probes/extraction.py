@@ -349,9 +349,16 @@ class Extraction(Probe):
 
     # ------------------------------------------------------------------ per checkpoint
     def requests(self, ctx, ref) -> list:
-        return [ctx.token_request([i.id for i in self.items[split]],
-                                  [(i.prefix, i.suffix) for i in self.items[split]],
-                                  setting=self.pair_setting()) for split in SETS]
+        p_tok, s_tok = self.cut
+        out = []
+        for split in SETS:
+            ids, items = [i.id for i in self.items[split]], self.items[split]
+            out += [ctx.token_request(ids, [(i.prefix, i.suffix) for i in items],
+                                      setting=self.pair_setting()),
+                    ctx.generation_request(ids, [i.prefix for i in items],
+                                           setting=f"extract:{p_tok}",
+                                           max_new_tokens=self.cfg.generate_tokens or s_tok)]
+        return out
 
     def run(self, ctx, ref, model) -> None:
         c = self.cfg
