@@ -35,7 +35,6 @@ import torch
 
 from finemem.engine.score import (_device, _progress, forward_params, is_oom, oom_backoff,
                                   plan_batches)
-from finemem.engine.malloc import keep_freed_memory
 from finemem.errors import UserError
 from finemem.models.load import pad_id
 
@@ -238,8 +237,6 @@ def generate(model, tokenizer, prompts: list[list[int]], *, max_new_tokens: int,
     pad = pad_id(tokenizer)
     sampling = (temperature, top_k, top_p) if do_sample else None
     eos = eos_ids(model, tokenizer)
-    if _device(model).type == "cpu":
-        keep_freed_memory()  # each step's buffers reused, not page-faulted in again
     was_training = model.training
     model.eval()
     try:

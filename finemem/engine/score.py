@@ -35,7 +35,6 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from finemem.engine.malloc import keep_freed_memory
 from finemem.errors import UserError
 from finemem.metrics import likelihood as lk
 
@@ -287,8 +286,6 @@ def score(model, pairs: list[tuple[list[int], list[int]]], *, max_tokens_per_bat
         raise UserError("score: max_tokens_per_batch must be >= 1")
     todo = [i for i, (_, tgt) in enumerate(pairs) if len(tgt)]
     budget = batch_budget(model, max_tokens_per_batch)
-    if _device(model).type == "cpu":
-        keep_freed_memory()  # each batch's activations reused, not page-faulted in again
     batches = [[todo[j] for j in b] for b in plan_batches([lengths[i] for i in todo], budget)]
     # One flat array per stat for all results, each TokenScores holding views into it: no
     # per-example allocations between the batches' big buffers, so the heap does not fragment
