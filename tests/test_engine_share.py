@@ -6,7 +6,7 @@ import importlib
 import numpy as np
 import pytest
 
-from finemem.engine import ScoreRequest, score, score_cached, score_shared, worth_sharing
+from finemem.engine import ScoreRequest, large_model, score, score_cached, score_shared
 from finemem.engine.share import plan_covers
 from finemem.store import Store
 from test_engine_cache import Counting
@@ -92,7 +92,7 @@ def test_changed_tokens_are_rescored_and_other_checkpoints_kept_apart(tmp_path):
 
 def test_small_heads_are_not_shared():
     model, _, _, _ = memorized()
-    assert not worth_sharing(model) and not worth_sharing(None)
+    assert not large_model(model) and not large_model(None)
 
 
 @pytest.mark.integration

@@ -163,10 +163,10 @@ class AuditContext:
         """Run the probes' requests for `ref` together into the cache their own calls then
         read (`engine.share`): scores one pass per distinct token sequence, generations with
         the same settings in one call. Where `audit.share_passes` is unset, only for models
-        where a pass is costly (`engine.worth_sharing`)."""
+        where a pass is costly (`engine.large_model`)."""
         on = self.cfg.audit.share_passes
         if not requests or model is None or on is False or (on is None and
-                                                            not engine.worth_sharing(model)):
+                                                            not engine.large_model(model)):
             return
         scores = [r for r in requests if isinstance(r, engine.ScoreRequest)]
         gens = [r for r in requests if isinstance(r, engine.GenerationRequest)]

@@ -22,11 +22,10 @@ from finemem.engine.cache import attention_cached, generate_cached, id_seed, sco
 from finemem.engine.checkpoints import (CheckpointRef, adapter_off, iter_models, list_merges,
                                         load_run_checkpoints)
 from finemem.engine.generate import Generation, generate
-from finemem.engine.score import TokenScores, score
-from finemem.engine.share import (GenerationRequest, ScoreRequest, generate_shared, score_shared,
-                                  worth_sharing)
+from finemem.engine.score import TokenScores, large_model, score
+from finemem.engine.share import GenerationRequest, ScoreRequest, generate_shared, score_shared
 
 __all__ = ["CheckpointRef", "adapter_off", "attention_cached", "Generation", "GenerationRequest",
            "ScoreRequest", "TokenScores", "generate", "generate_cached", "generate_shared",
-           "id_seed", "iter_models", "list_merges", "load_run_checkpoints", "score",
-           "score_cached", "score_shared", "worth_sharing"]
+           "id_seed", "iter_models", "large_model", "list_merges", "load_run_checkpoints",
+           "score", "score_cached", "score_shared"]

@@ -15,7 +15,7 @@ len(context). Probes ask for the same texts in several cuts (a test set's comple
 perplexity, the whole texts for membership, their first P + S tokens for extraction); each
 text is then read once per checkpoint instead of once per cut. The values equal separate
 calls' up to float summation order (other batch shapes), which is why the audit shares passes
-only where a pass is expensive (`worth_sharing`).
+only where a pass is expensive (`engine.score.large_model`).
 
 The rows are written to the results store under each request's own setting, exactly as
 `score_cached` writes them, so the probes' own calls, an interrupted audit and a rerun read
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from finemem import distributed as ddp
 from finemem import faults
 from finemem.engine.cache import _check_ids, _crc, generate_cached, pack_scores, unpack_scores
-from finemem.engine.score import TokenScores, _device, large_model, score
+from finemem.engine.score import TokenScores, _device, score
 
 _MOD = (1 << 61) - 1  # prefix hashes: polynomial mod a Mersenne prime, checked token by token
 _BASE = 1_000_003
@@ -80,13 +80,6 @@ def generate_shared(store, ckpt_hash: str, model, tokenizer,
         generate_cached(store, ckpt_hash, setting, model, tokenizer, list(prompts),
                         list(prompts.values()), **{**rows, **options})
     return len(groups)
-
-
-def worth_sharing(model) -> bool:
-    """Whether shared passes pay for themselves: on large models (`large_model`), where a
-    pass costs seconds. Small models keep one call per request, so figures published from
-    them reproduce bit for bit."""
-    return large_model(model)
 
 
 def plan_covers(seqs: list[tuple[list[int], int]]) -> tuple[list[tuple[int, int]], list[int]]:
